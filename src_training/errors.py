@@ -41,3 +41,12 @@ class ConfigError(LidnetError, ValueError):
 
 class SimulationError(LidnetError, ValueError):
     """Low-dose simulation got input it cannot simulate (NaN, wrong shape, non-positive N0...)."""
+
+
+class CTWriteError(LidnetError, ValueError):
+    """A CT volume or DICOM series cannot be written (NaN values, bad geometry, unwritable folder)."""
+
+
+class OutputExistsError(LidnetError, FileExistsError):
+    """The output folder/file already exists and holds data; nothing was written (pass overwrite=True to
+    replace a folder of DICOM files)."""
