@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="TrainConfig JSON file")
     p.add_argument("--out", required=True, help="run folder (progress.jsonl, checkpoints)")
     p.add_argument("--resume", default=None, help="trainer_state.pt to resume from")
-    p.add_argument("--method", default="lidnet", choices=["lidnet", "baseline"])
+    p.add_argument("--method", default="lidnet", choices=["lidnet", "baseline", "detector"])
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("simulate", help="simulate low-dose CT (Poisson noise in the sinogram at flux N0)")
