@@ -1,0 +1,285 @@
+"""Training configuration of napari-lidnet (:class:`TrainConfig`).
+
+Defaults follow the LIDnet paper (Chen et al., ACM MM 2021, arXiv:2104.08845, Sec. 4.1 and
+Algorithm 1) where the paper gives a value: RED-CNN denoiser, Faster R-CNN detector with a ResNet-50
+FPN backbone, K = 5 proposals, lambda_1 = lambda_2 = 5, T1 = T2 = 4000, T3 = 2000, Adam, learning rates
+1e-4 (denoiser) and 5e-3 (detector), batch 8, N0 = 1000 (lung CT).
+
+The configuration is saved as ``RUN_DIR/config.json`` and inside every checkpoint (``"config"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .checkpoint import atomic_write_text
+from .errors import ConfigError
+
+DENOISER_NAMES = ("redcnn", "cpce")
+DETECTOR_BACKBONES = ("resnet50", "resnet34", "resnet18")  # as models.detector.BACKBONES
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of LIDnet / baseline training.
+
+    Attributes
+    ----------
+    denoiser : str
+        Denoiser architecture, ``"redcnn"`` (paper) or ``"cpce"``.
+    detector_backbone : str
+        ResNet depth of the Faster R-CNN FPN backbone (paper: ``"resnet50"``; tests use ``"resnet18"``).
+    detector_weights : str or None
+        Optional local file with backbone weights for :func:`build_detector` (never downloaded).
+    k_proposals : int
+        K, the number of top RPN proposals of the ROI perceptual loss (paper: 5; Eq. 4).
+    lambda_roi, lambda_det : float
+        lambda_1 and lambda_2 of Eq. 8 (paper: 5, 5).
+    t1, t2, t3 : int
+        Algorithm 1: detector steps on NDCT (T1), denoiser steps per round (T2), detector steps on
+        denoised images per round (T3). Paper: 4000, 4000, 2000.
+    rounds : int
+        Number of (T2, T3) rounds after T1 (paper: 1).
+    baseline_steps : int or None
+        Denoiser steps of the MAE-only baseline; ``None`` = ``t2 * rounds`` (the same denoiser budget as
+        LIDnet). See :attr:`effective_baseline_steps`.
+    batch_size : int
+        Slices per step (paper: 8).
+    lr_denoiser, lr_detector : float
+        Learning rates (paper: 1e-4 and 5e-3, both Adam).
+    detector_optimizer : str
+        ``"adam"`` (paper) or ``"sgd"`` (momentum :attr:`detector_momentum`). Adam at 5e-3 can be
+        unstable on small data; ``"sgd"`` with 5e-3 is torchvision's usual Faster R-CNN recipe.
+    detector_momentum : float
+        SGD momentum (ignored by Adam).
+    grad_clip_norm : float or None
+        If set, gradient norm clipping of the network being trained (not in the paper).
+    hu_range : (float, float)
+        HU range clipped and scaled to [0, 1] for the networks.
+    n0 : float
+        Incident photon count N0 of the simulated low-dose scan (paper: 1000 lung CT, 3000 PE-CT).
+    seed : int
+        Seed of everything (model init, data order, crops, synthetic nodules, LDCT simulation).
+    image_size : int or None
+        Resample every slice to ``image_size x image_size`` pixels (boxes scaled, spacing updated);
+        ``None`` keeps the native size (paper: 512).
+    crop_size : int or None
+        Random square training crops of this size; ``None`` = whole slices.
+    synthetic_nodules_per_slice : int
+        Synthetic nodules inserted per slice before simulation (0 = none).
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    checkpoint_every : int
+        Save ``trainer_state.pt`` every this many steps (0 = only at stop/end).
+    train_data : list of str
+        Training sources: ``"sample:<case>"``, a CT path (boxes CSV beside it) or an ``.npz``.
+    cache_dir : str or None
+        Folder caching simulated low-dose volumes; ``None`` = ``RUN_DIR/ldct_cache``.
+    num_workers : int
+        DataLoader worker processes (0 = load in the training process).
+    log_every : int
+        Write every n-th ``step`` event to ``progress.jsonl`` (all events are still yielded).
+    """
+
+    denoiser: str = "redcnn"
+    detector_backbone: str = "resnet50"
+    detector_weights: Optional[str] = None
+    k_proposals: int = 5
+    lambda_roi: float = 5.0
+    lambda_det: float = 5.0
+    t1: int = 4000
+    t2: int = 4000
+    t3: int = 2000
+    rounds: int = 1
+    baseline_steps: Optional[int] = None
+    batch_size: int = 8
+    lr_denoiser: float = 1e-4
+    lr_detector: float = 5e-3
+    detector_optimizer: str = "adam"
+    detector_momentum: float = 0.9
+    grad_clip_norm: Optional[float] = None
+    hu_range: tuple[float, float] = (-1024.0, 1024.0)
+    n0: float = 1000.0
+    seed: int = 0
+    image_size: Optional[int] = None
+    crop_size: Optional[int] = None
+    synthetic_nodules_per_slice: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 500
+    train_data: list[str] = field(default_factory=list)
+    cache_dir: Optional[str] = None
+    num_workers: int = 0
+    log_every: int = 1
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def effective_baseline_steps(self) -> int:
+        """Baseline denoiser steps: :attr:`baseline_steps`, or ``t2 * rounds`` when it is None."""
+        return int(self.baseline_steps) if self.baseline_steps is not None else int(self.t2) * int(self.rounds)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        """Check every value; normalise types (``hu_range`` to a float tuple, names to lower case).
+
+        Returns
+        -------
+        TrainConfig
+            ``self`` (for chaining).
+
+        Raises
+        ------
+        ConfigError
+            The first invalid value, with what is allowed.
+        """
+
+        def _int(name: str, lo: int, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+                raise ConfigError(f"Config '{name}' must be an integer, got {v!r}.")
+            v = int(v)
+            if v < lo:
+                raise ConfigError(f"Config '{name}' must be >= {lo}, got {v}.")
+            setattr(self, name, v)
+
+        def _float(name: str, lo: float, strict: bool, allow_none: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise ConfigError(f"Config '{name}' must be a finite number, got {v!r}.")
+            v = float(v)
+            if (strict and not v > lo) or (not strict and v < lo):
+                raise ConfigError(f"Config '{name}' must be {'>' if strict else '>='} {lo}, got {v}.")
+            setattr(self, name, v)
+
+        def _choice(name: str, choices: tuple[str, ...]) -> None:
+            v = getattr(self, name)
+            if not isinstance(v, str) or v.strip().lower() not in choices:
+                raise ConfigError(f"Config '{name}' must be one of {', '.join(choices)}; got {v!r}.")
+            setattr(self, name, v.strip().lower())
+
+        _choice("denoiser", DENOISER_NAMES)
+        _choice("detector_backbone", DETECTOR_BACKBONES)
+        _choice("detector_optimizer", OPTIMIZERS)
+        if self.detector_weights is not None and not isinstance(self.detector_weights, str):
+            raise ConfigError(f"Config 'detector_weights' must be a file path or null, got {self.detector_weights!r}.")
+        _int("k_proposals", 1)
+        _float("lambda_roi", 0.0, strict=False)
+        _float("lambda_det", 0.0, strict=False)
+        for name in ("t1", "t2", "t3", "rounds"):
+            _int(name, 0)
+        _int("baseline_steps", 0, allow_none=True)
+        _int("batch_size", 1)
+        _float("lr_denoiser", 0.0, strict=True)
+        _float("lr_detector", 0.0, strict=True)
+        _float("detector_momentum", 0.0, strict=False)
+        if self.detector_momentum >= 1.0:
+            raise ConfigError(f"Config 'detector_momentum' must be < 1, got {self.detector_momentum}.")
+        _float("grad_clip_norm", 0.0, strict=True, allow_none=True)
+        hr = self.hu_range
+        if (
+            not isinstance(hr, (list, tuple))
+            or len(hr) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) for v in hr)
+            or not float(hr[1]) > float(hr[0])
+        ):
+            raise ConfigError(f"Config 'hu_range' must be [low, high] HU with high > low, got {hr!r}.")
+        self.hu_range = (float(hr[0]), float(hr[1]))
+        _float("n0", 0.0, strict=True)
+        _int("seed", 0)
+        _int("image_size", 8, allow_none=True)
+        _int("crop_size", 8, allow_none=True)
+        _int("synthetic_nodules_per_slice", 0)
+        if not isinstance(self.device, str):
+            raise ConfigError(f"Config 'device' must be a string (auto, cpu, cuda, mps), got {self.device!r}.")
+        dev = self.device.strip().lower()
+        if not (dev in ("auto", "cpu", "mps", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise ConfigError(f"Config 'device' must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}.")
+        self.device = dev
+        _int("checkpoint_every", 0)
+        if isinstance(self.train_data, (str, bytes)) or not isinstance(self.train_data, (list, tuple)) or not all(
+            isinstance(s, str) and s.strip() for s in self.train_data
+        ):
+            raise ConfigError(
+                f"Config 'train_data' must be a list of sources ('sample:<case>', a CT path or an .npz), "
+                f"got {self.train_data!r}."
+            )
+        self.train_data = [str(s) for s in self.train_data]
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str):
+            raise ConfigError(f"Config 'cache_dir' must be a folder path or null, got {self.cache_dir!r}.")
+        _int("num_workers", 0)
+        _int("log_every", 1)
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (``hu_range`` as a list). Loadable with ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        d["hu_range"] = [float(v) for v in self.hu_range]
+        d["train_data"] = list(self.train_data)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build and validate a config from a dict (missing keys take the defaults).
+
+        Raises
+        ------
+        ConfigError
+            Not a dict, unknown keys (listed, with the known ones), or invalid values.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"A training configuration must be a JSON object, got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown configuration key(s): {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}."
+            )
+        cfg = cls(**data)
+        return cfg.validate()
+
+    def to_json(self) -> str:
+        """JSON text (indented, sorted keys)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        """Parse JSON text; :class:`ConfigError` on invalid JSON or values."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"The training configuration is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write the config as JSON atomically; returns the path."""
+        return atomic_write_text(path, self.to_json())
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> "TrainConfig":
+        """Read a JSON config file.
+
+        Raises
+        ------
+        ConfigError
+            File missing/unreadable, invalid JSON, unknown keys or invalid values.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"Cannot read the training configuration {path}: {exc}") from exc
+        try:
+            return cls.from_json(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
