@@ -1,0 +1,686 @@
+"""Compare widget: LDCT vs baseline vs LIDnet (vs NDCT) side by side, difference maps and a metrics table.
+
+Every number in the table comes from :func:`src_training.evaluation.image_metrics` (PSNR / SSIM / RMSE on
+the networks' [0, 1] scale: HU clipped to the model range, default (-1024, 1024) HU, and scaled with
+:func:`src_training.windowing.hu_to_unit`) and :func:`src_training.evaluation.detection_ap`.
+The side-by-side view is napari's grid mode, in which all grid cells share one camera and one slice
+position, so zoom / pan / scrolling stay linked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from src_training.windowing import DEFAULT_HU_RANGE, hu_to_unit
+
+
+def block_triton() -> None:
+    """Keep ``triton`` from loading in the napari process.
+
+    Loading triton's LLVM-based extension after napari has opened its OpenGL canvas on Mesa (llvmpipe, e.g.
+    under Xvfb) crashes the process (segmentation fault in ``triton/knobs.py``); torch imports it lazily
+    (torchmetrics, torchvision detection). Eager inference does not need triton, so the GUI process marks it
+    unavailable (``import triton`` then raises ImportError, which torch handles). The training process
+    (``python -m src_training``) is unaffected.
+    """
+    import sys
+
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+
+
+block_triton()
+
+if TYPE_CHECKING:
+    import napari
+
+NONE = "(none)"
+
+#: Roles of the compare widget, in display order (role key, label).
+ROLES: tuple[tuple[str, str], ...] = (
+    ("ldct", "LDCT"),
+    ("baseline", "Baseline output"),
+    ("lidnet", "LIDnet output"),
+    ("ndct", "NDCT (reference)"),
+)
+
+#: Table rows: (metric key in image_metrics / extra key, row label, format, higher_is_better or None).
+METRIC_ROWS: tuple[tuple[str, str, str, bool | None], ...] = (
+    ("psnr", "PSNR slice (dB)", "{:.2f}", True),
+    ("ssim", "SSIM slice", "{:.4f}", True),
+    ("rmse", "RMSE slice", "{:.4f}", False),
+    ("rmse_hu", "RMSE slice (HU)", "{:.1f}", False),
+    ("psnr_roi", "PSNR lesion boxes (dB)", "{:.2f}", True),
+    ("ssim_roi", "SSIM lesion boxes", "{:.4f}", True),
+    ("rmse_roi", "RMSE lesion boxes", "{:.4f}", False),
+    ("rmse_roi_hu", "RMSE lesion boxes (HU)", "{:.1f}", False),
+    ("n_boxes", "lesion boxes", "{:.0f}", None),
+    ("n_detections", "detections", "{:.0f}", None),
+    ("ap50", "detection AP-50", "{:.3f}", True),
+)
+
+DIFF_ROLE = "lidnet_difference"
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def notify_error(exc: BaseException | str, context: str = "") -> str:
+    """Show an error to the user via the plugin's shared :func:`napari_lidnet._layers.notify_error`."""
+    from src_training.errors import LidnetError
+
+    from napari_lidnet._layers import notify_error as _notify
+
+    return _notify(exc if isinstance(exc, BaseException) else LidnetError(str(exc)), context)
+
+
+def image_layers(viewer: "napari.Viewer", include_derived: bool = True) -> list:
+    """Image layers of the viewer (bottom to top), optionally without this plugin's difference maps."""
+    from napari.layers import Image
+
+    out = [ly for ly in viewer.layers if isinstance(ly, Image) and not getattr(ly, "rgb", False)]
+    if not include_derived:
+        out = [ly for ly in out if ly.metadata.get("lidnet_role") != DIFF_ROLE]
+    return out
+
+
+def shapes_layers(viewer: "napari.Viewer") -> list:
+    """Shapes layers of the viewer (bottom to top)."""
+    from napari.layers import Shapes
+
+    return [ly for ly in viewer.layers if isinstance(ly, Shapes)]
+
+
+def slice_index(viewer: "napari.Viewer", layer) -> int | None:
+    """Index (along the layer's first axis, data coordinates) of the slice the viewer shows for a 3D layer,
+    ``None`` for a 2D layer (scale/translate respected; :func:`napari_lidnet._layers.current_slice_index`)."""
+    from napari_lidnet._layers import current_slice_index
+
+    if layer.ndim < 3:
+        return None
+    return current_slice_index(viewer, layer)
+
+
+def layer_slice(layer, z: int | None) -> np.ndarray:
+    """(H, W) float32 array of a 2D layer or slice ``z`` of a 3D image layer (HU)."""
+    data = layer.data
+    if layer.ndim < 3:
+        return np.asarray(data, dtype=np.float32)
+    idx = (0,) * (layer.ndim - 3) + (int(z),)
+    return np.asarray(data[idx], dtype=np.float32)
+
+
+def _vertices_in_image(shapes_layer, verts: np.ndarray, image_layer) -> np.ndarray:
+    """Vertices (k, shapes.ndim) in shapes data coords -> (k, image.ndim) in image data coords via world."""
+    out = []
+    for v in np.asarray(verts, dtype=float):
+        w = np.asarray(shapes_layer.data_to_world(v), dtype=float)
+        out.append(np.asarray(image_layer.world_to_data(w), dtype=float))
+    return np.asarray(out)
+
+
+def boxes_on_slice(shapes_layer, image_layer, z: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rectangles of a shapes layer that lie on slice ``z`` of ``image_layer``, as xyxy pixel boxes.
+
+    The shapes' vertices are mapped through world coordinates into the image layer's pixel grid (so a
+    shapes layer with another scale/translate still works), then converted with the plugin's convention
+    (:func:`napari_lidnet._layers.boxes_from_shapes_data`: napari pixel centres at integers, box edges at
+    pixel borders, i.e. corner + 0.5). A 2D shapes layer applies to every slice.
+
+    Parameters
+    ----------
+    shapes_layer : napari Shapes layer
+        Rectangles (or any shapes: their bounding boxes are used).
+    image_layer : napari Image layer
+        The layer whose pixel grid the boxes are expressed in.
+    z : int or None
+        Slice index in ``image_layer`` (None for a 2D image).
+
+    Returns
+    -------
+    boxes : (n, 4) float32
+        ``x0, y0, x1, y1`` in pixels of the image slice.
+    scores : (n,) float32 or None
+        The ``score`` (else ``objectness``) feature of those shapes when the layer has one (detections),
+        else None.
+    """
+    from napari_lidnet._layers import boxes_from_shapes_data
+
+    data = list(shapes_layer.data)
+    if not data:
+        return np.zeros((0, 4), np.float32), None
+    mapped = [_vertices_in_image(shapes_layer, v, image_layer) for v in data]
+    slices, boxes = boxes_from_shapes_data(mapped)
+    keep = np.ones(len(boxes), dtype=bool)
+    if image_layer.ndim >= 3 and z is not None and shapes_layer.ndim >= 3:
+        keep = slices == int(z)
+    keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    feats = getattr(shapes_layer, "features", None)
+    cols = list(getattr(feats, "columns", []))
+    score_col = "score" if "score" in cols else ("objectness" if "objectness" in cols else None)
+    scores = None
+    if score_col is not None and len(feats) == len(data):
+        scores = np.asarray(feats[score_col], dtype=np.float32)[keep]
+    return boxes[keep].astype(np.float32), scores
+
+
+def _fmt(value: float, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return fmt.format(value)
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("inf") if any(v is not None and math.isinf(v) for v in values) else float("nan")
+    return float(np.mean(vals))
+
+
+def _guess(names: list[str], role: str) -> str | None:
+    low = [(n, n.lower()) for n in names]
+    rules = {
+        "ldct": lambda s: ("ldct" in s or "low dose" in s or "low-dose" in s) and "lidnet" not in s
+        and "baseline" not in s and "denois" not in s and "−" not in s,
+        "baseline": lambda s: ("baseline" in s or "redcnn" in s or "cpce" in s) and "lidnet" not in s and "−" not in s,
+        "lidnet": lambda s: "lidnet" in s and "−" not in s,
+        "ndct": lambda s: ("ndct" in s or "normal dose" in s) and "−" not in s,
+    }
+    for n, s in low:
+        if rules[role](s):
+            return n
+    return None
+
+
+def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The numbers of the compare table (thread-safe: reads arrays only; no layer is modified).
+
+    For every compared layer and slice: :func:`src_training.evaluation.image_metrics` of ``hu_to_unit(slice)``
+    against ``hu_to_unit(NDCT slice)`` (model HU range ``DEFAULT_HU_RANGE``) with that slice's lesion boxes;
+    detections (if any) are counted and scored with :func:`src_training.evaluation.detection_ap` (AP-50).
+    Several slices: means (ROI values over the slices with boxes, NaN-free), counts summed, AP over all.
+
+    Parameters
+    ----------
+    payload : dict
+        From ``CompareWidget._gather``: ``ref`` (NDCT layer), ``zs`` (slice indices or [None]), ``boxes``
+        (per slice (n, 4) xyxy pixels), ``has_boxes``, ``items`` (``name``, ``layer``, ``dets`` per slice
+        (boxes, scores) or None).
+
+    Returns
+    -------
+    dict layer name -> metrics dict
+    """
+    from src_training.evaluation import detection_ap, image_metrics
+
+    ref, zs = payload["ref"], payload["zs"]
+    results: dict[str, dict[str, float]] = {}
+    for it in payload["items"]:
+        ly, dets = it["layer"], it["dets"]
+        per: list[dict[str, float]] = []
+        preds, targets = [], []
+        for i, z in enumerate(zs):
+            boxes = payload["boxes"][i]
+            pred = hu_to_unit(layer_slice(ly, z), DEFAULT_HU_RANGE)
+            refs = hu_to_unit(layer_slice(ref, z), DEFAULT_HU_RANGE)
+            m = dict(image_metrics(pred, refs, boxes, hu_range=DEFAULT_HU_RANGE))
+            if dets is not None:
+                db, ds = dets[i]
+                m["n_detections"] = float(len(db))
+                preds.append({"boxes": db, "scores": ds if ds is not None else np.ones(len(db), np.float32)})
+                targets.append({"boxes": boxes})
+            per.append(m)
+        if len(per) == 1:
+            agg = dict(per[0])
+        else:
+            agg = {}
+            for key in per[0]:
+                vals = [float(p[key]) for p in per if key in p]
+                agg[key] = float(np.sum(vals)) if key in ("n_boxes", "n_detections") else _mean(vals)
+        if dets is not None and payload["has_boxes"]:
+            agg["ap50"] = float(detection_ap(preds, targets)["ap50"])
+        results[it["name"]] = agg
+    return results
+
+
+# ----------------------------------------------------------------------------------------------- widget
+class CompareWidget(QWidget):
+    """Dock widget comparing LDCT, baseline and LIDnet outputs against the NDCT reference.
+
+    Parameters
+    ----------
+    napari_viewer : napari.Viewer
+        The viewer whose image / shapes layers are compared.
+
+    Attributes
+    ----------
+    results : dict[str, dict[str, float]]
+        After :meth:`compute_metrics`: layer name -> the :func:`image_metrics` dict (plus ``n_detections``,
+        ``ap50`` when a detections layer is found). With "all slices" these are means over slices.
+    table : QTableWidget
+        Rows = metrics, columns = compared layers.
+    """
+
+    def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.results: dict[str, dict[str, float]] = {}
+        self._saved_visibility: dict[str, bool] | None = None
+
+        self.combos: dict[str, QComboBox] = {}
+        form = QFormLayout()
+        for key, label in ROLES:
+            cb = QComboBox()
+            cb.setToolTip(f"Image layer (HU) used as {label}.")
+            self.combos[key] = cb
+            form.addRow(label, cb)
+        self.boxes_combo = QComboBox()
+        self.boxes_combo.setToolTip("Shapes layer with the ground-truth lesion boxes (rectangles).")
+        form.addRow("Lesion boxes", self.boxes_combo)
+
+        self.diff_check = QCheckBox("Difference maps vs NDCT")
+        self.diff_check.setChecked(True)
+        self.diff_range = QDoubleSpinBox()
+        self.diff_range.setRange(1.0, 4000.0)
+        self.diff_range.setValue(200.0)
+        self.diff_range.setSuffix(" HU")
+        self.diff_range.setToolTip("Difference maps are shown from -range (blue) to +range (red), in HU.")
+        diff_row = QHBoxLayout()
+        diff_row.addWidget(self.diff_check)
+        diff_row.addWidget(QLabel("±"))
+        diff_row.addWidget(self.diff_range)
+        self.all_slices_check = QCheckBox("All slices (mean over slices)")
+
+        self.side_btn = QPushButton("Side by side")
+        self.side_btn.setCheckable(True)
+        self.side_btn.setToolTip("napari grid mode: one cell per image, camera and slice linked.")
+        self.compute_btn = QPushButton("Compute metrics")
+        btn_row = QHBoxLayout()
+        btn_row.addWidget(self.side_btn)
+        btn_row.addWidget(self.compute_btn)
+
+        lo, hi = DEFAULT_HU_RANGE
+        self.header = QLabel(
+            f"PSNR / SSIM / RMSE vs NDCT on the [0, 1] scale of the model HU range ({lo:g}, {hi:g}) "
+            "(HU clipped, then scaled); RMSE also in HU. Best value per row in bold."
+        )
+        self.header.setWordWrap(True)
+        self.scope_label = QLabel("")
+        self.scope_label.setWordWrap(True)
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(260)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(diff_row)
+        layout.addWidget(self.all_slices_check)
+        layout.addLayout(btn_row)
+        layout.addWidget(self.header)
+        layout.addWidget(self.scope_label)
+        layout.addWidget(self.table, stretch=1)
+
+        self.side_btn.toggled.connect(self._on_side_toggled)
+        self.compute_btn.clicked.connect(self._on_compute_clicked)
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self.refresh_choices)
+        ev.removed.connect(self.refresh_choices)
+        ev.reordered.connect(self.refresh_choices)
+        for ly in self.viewer.layers:
+            ly.events.name.connect(self.refresh_choices)
+        ev.inserted.connect(self._connect_name)
+        self.refresh_choices()
+
+    # ------------------------------------------------------------------ choices
+    def _connect_name(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None:
+            layer.events.name.connect(self.refresh_choices)
+
+    def refresh_choices(self, event=None) -> None:
+        """Refill the layer choosers (keeps the current choices when the layers still exist; guesses the
+        roles from layer names - LDCT, baseline/REDCNN/CPCE, LIDnet, NDCT - for empty choices)."""
+        names = [ly.name for ly in image_layers(self.viewer, include_derived=False)]
+        for key, cb in self.combos.items():
+            cur = cb.currentText()
+            cb.blockSignals(True)
+            cb.clear()
+            cb.addItems([NONE, *names])
+            target = cur if cur in names else _guess(names, key)
+            cb.setCurrentText(target if target else NONE)
+            cb.blockSignals(False)
+        snames = [
+            ly.name
+            for ly in shapes_layers(self.viewer)
+            if not self._is_detection_layer(ly) and (ly.metadata or {}).get("kind") != "rpn proposals"
+            and ly.name != "radiomics ROI"
+        ]
+        cur = self.boxes_combo.currentText()
+        self.boxes_combo.blockSignals(True)
+        self.boxes_combo.clear()
+        self.boxes_combo.addItems([NONE, *snames])
+        if cur in snames:
+            self.boxes_combo.setCurrentText(cur)
+        else:
+            guess = next((n for n in snames if "box" in n.lower() or "lesion" in n.lower()), None)
+            self.boxes_combo.setCurrentText(guess or NONE)
+        self.boxes_combo.blockSignals(False)
+
+    def set_layers(self, ldct=None, baseline=None, lidnet=None, ndct=None, boxes=None) -> None:
+        """Choose the compared layers programmatically (layer objects or names; None = "(none)")."""
+        for key, val in (("ldct", ldct), ("baseline", baseline), ("lidnet", lidnet), ("ndct", ndct)):
+            name = getattr(val, "name", val)
+            self.combos[key].setCurrentText(name if name else NONE)
+        name = getattr(boxes, "name", boxes)
+        self.boxes_combo.setCurrentText(name if name else NONE)
+
+    def _layer(self, name: str):
+        if not name or name == NONE or name not in self.viewer.layers:
+            return None
+        return self.viewer.layers[name]
+
+    def chosen(self) -> dict[str, Any]:
+        """The chosen layers: role -> napari layer or None (roles ldct, baseline, lidnet, ndct, boxes)."""
+        out = {key: self._layer(cb.currentText()) for key, cb in self.combos.items()}
+        out["boxes"] = self._layer(self.boxes_combo.currentText())
+        return out
+
+    @staticmethod
+    def _is_detection_layer(layer) -> bool:
+        md = layer.metadata or {}
+        return bool(
+            md.get("lidnet_role") in ("detections", "detection")
+            or md.get("kind") == "detections"
+            or "detection" in layer.name.lower()
+            or "detect" in layer.name.lower()
+        )
+
+    def detection_layer_for(self, image_layer):
+        """The detections shapes layer produced from ``image_layer`` (metadata ``source_layer`` / ``image``
+        naming it, or a name starting with the image's name and containing "detect"), or None."""
+        for ly in shapes_layers(self.viewer):
+            if not self._is_detection_layer(ly):
+                continue
+            md = ly.metadata or {}
+            src = md.get("source") or md.get("derived_from") or md.get("source_layer") or md.get("image")
+            if src == image_layer.name:
+                return ly
+        for ly in shapes_layers(self.viewer):
+            if self._is_detection_layer(ly) and (
+                ly.name.startswith(image_layer.name) or ly.name.endswith(f"({image_layer.name})")
+            ):
+                return ly
+        return None
+
+    # ------------------------------------------------------------------ views
+    def compared_images(self) -> list:
+        """The chosen image layers in display order LDCT, baseline, LIDnet, NDCT (missing ones skipped)."""
+        ch = self.chosen()
+        return [ch[k] for k, _ in ROLES if ch[k] is not None]
+
+    def make_difference_maps(self) -> list:
+        """Create (or update) one difference layer ``<name> − NDCT`` (HU) per compared non-NDCT layer.
+
+        Layers use a diverging colormap (coolwarm) with contrast limits ``±range`` HU, the source layer's
+        scale and translate, and ``metadata["lidnet_role"] = "lidnet_difference"``.
+
+        Returns
+        -------
+        list of napari Image layers (empty when no NDCT layer is chosen).
+        """
+        ch = self.chosen()
+        ref = ch["ndct"]
+        if ref is None:
+            notify_error("Choose an NDCT (reference) layer to compute difference maps.")
+            return []
+        rng = float(self.diff_range.value())
+        out = []
+        ref_data = np.asarray(ref.data, dtype=np.float32)
+        for key in ("ldct", "baseline", "lidnet"):
+            ly = ch[key]
+            if ly is None:
+                continue
+            data = np.asarray(ly.data, dtype=np.float32)
+            if data.shape != ref_data.shape:
+                notify_error(
+                    f"Layer '{ly.name}' has shape {data.shape} but the NDCT layer '{ref.name}' has "
+                    f"{ref_data.shape}: no difference map (resample one to the other first)."
+                )
+                continue
+            diff = data - ref_data
+            name = f"{ly.name} − NDCT"
+            if name in self.viewer.layers:
+                dl = self.viewer.layers[name]
+                dl.data = diff
+                dl.contrast_limits = (-rng, rng)
+            else:
+                dl = self.viewer.add_image(
+                    diff,
+                    name=name,
+                    colormap="coolwarm",
+                    contrast_limits=(-rng, rng),
+                    scale=ly.scale,
+                    translate=ly.translate,
+                    metadata={"lidnet_role": DIFF_ROLE, "source_layer": ly.name, "reference": ref.name},
+                )
+            out.append(dl)
+        return out
+
+    def show_side_by_side(self, enabled: bool = True) -> None:
+        """Turn napari's grid mode on (chosen images in a row: LDCT, baseline, LIDnet, NDCT; the difference
+        maps in a second row when enabled) or off (the previous layer visibility is restored).
+
+        In grid mode napari shows every cell with the same camera and slice, so zoom, pan and slice
+        scrolling stay linked. Other layers are hidden while the grid is on.
+        """
+        grid = self.viewer.canvas.grid if hasattr(self.viewer, "canvas") else self.viewer.grid
+        if not enabled:
+            grid.enabled = False
+            if self._saved_visibility is not None:
+                for ly in self.viewer.layers:
+                    if ly.name in self._saved_visibility:
+                        ly.visible = self._saved_visibility[ly.name]
+                    elif ly.metadata.get("lidnet_role") == DIFF_ROLE:
+                        ly.visible = False
+            self._saved_visibility = None
+            return
+        images = self.compared_images()
+        if not images:
+            notify_error("Choose at least one image layer to compare.")
+            return
+        if self._saved_visibility is None:
+            self._saved_visibility = {
+                ly.name: ly.visible for ly in self.viewer.layers if ly.metadata.get("lidnet_role") != DIFF_ROLE
+            }
+        diffs = self.make_difference_maps() if self.diff_check.isChecked() and self.chosen()["ndct"] else []
+        wanted = images + diffs
+        # grid cells follow layer-list order (index 0 = top-left): move the compared layers to the front
+        # compare by name: napari hands plugin widgets proxies of the viewer/layers (identity is not stable)
+        for i, ly in enumerate(wanted):
+            cur = [x.name for x in self.viewer.layers].index(ly.name)
+            if cur != i:
+                self.viewer.layers.move(cur, i)
+        keep = {ly.name for ly in wanted}
+        for ly in self.viewer.layers:
+            ly.visible = ly.name in keep
+        self._show_slice_of(images[-1])
+        n_cols = len(images)
+        n_rows = 2 if diffs else 1
+        grid.stride = 1
+        grid.shape = (n_rows, n_cols)
+        if hasattr(grid, "spacing"):
+            grid.spacing = 4
+        grid.enabled = True
+        self.viewer.reset_view()
+
+    def _show_slice_of(self, layer) -> None:
+        """Move the viewer to a slice of ``layer`` if the current slice lies outside it (e.g. outputs computed
+        on a few slices only): otherwise the grid cells would stay empty."""
+        if layer.ndim < 3 or self.viewer.dims.ndim < 3:
+            return
+        axis = self.viewer.dims.ndim - 3
+        z = float(self.viewer.dims.point[axis])
+        n = layer.data.shape[-3]
+        corners = [np.asarray(layer.data_to_world(np.r_[k, np.zeros(layer.ndim - 1)]), dtype=float)[-3] for k in (0, n - 1)]
+        lo, hi = min(corners), max(corners)
+        tol = 0.5 * abs(float(layer.scale[-3]))
+        if not (lo - tol <= z <= hi + tol):
+            k = int(np.clip(np.round(layer.world_to_data(self.viewer.dims.point)[-3]), 0, n - 1))
+            zk = np.asarray(layer.data_to_world(np.r_[k, np.zeros(layer.ndim - 1)]), dtype=float)[-3]
+            self.viewer.dims.set_point(axis, float(zk))
+
+    def _on_side_toggled(self, checked: bool) -> None:
+        try:
+            self.show_side_by_side(checked)
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            notify_error(exc)
+        self.side_btn.setText("Exit side by side" if checked else "Side by side")
+
+    # ------------------------------------------------------------------ metrics
+    def _slices(self, ref) -> list[int | None]:
+        if ref.ndim < 3:
+            return [None]
+        if self.all_slices_check.isChecked():
+            return list(range(ref.data.shape[-3]))
+        return [slice_index(self.viewer, ref)]
+
+    def compute_metrics(self) -> dict[str, dict[str, float]]:
+        """Compute the table for the chosen layers on the current slice (or all slices).
+
+        For every compared layer (LDCT, baseline, LIDnet): :func:`src_training.evaluation.image_metrics` of
+        ``hu_to_unit(layer slice)`` against ``hu_to_unit(NDCT slice)`` with the lesion boxes of that slice
+        (from the chosen shapes layer, in the layer's pixels), plus, when a detections shapes layer of that
+        image exists, the number of detections and :func:`src_training.evaluation.detection_ap` AP-50 against
+        the lesion boxes. With "all slices", each value is the mean over slices (ROI values over the slices
+        that have boxes; counts are summed; AP over all slices at once).
+
+        Returns
+        -------
+        dict
+            layer name -> metrics dict (also stored in :attr:`results` and shown in :attr:`table`).
+
+        Raises
+        ------
+        LidnetError
+            No NDCT layer, shape mismatch (from image_metrics).
+        """
+        payload = self._gather()
+        results = compute_metric_rows(payload)
+        self._show_results(results, payload)
+        return results
+
+    def _gather(self) -> dict[str, Any]:
+        """Collect (GUI thread) what :func:`compute_metric_rows` needs: arrays, slices, boxes per slice."""
+        from src_training.errors import LidnetError
+
+        ch = self.chosen()
+        ref = ch["ndct"]
+        if ref is None:
+            raise LidnetError("Choose an NDCT (reference) layer: metrics are computed against it.")
+        layers = [ch[k] for k in ("ldct", "baseline", "lidnet") if ch[k] is not None]
+        if not layers:
+            raise LidnetError("Choose at least one of LDCT / baseline / LIDnet output to compare with NDCT.")
+        boxes_layer = ch["boxes"]
+        zs = self._slices(ref)
+        items = []
+        for ly in layers:
+            if tuple(ly.data.shape) != tuple(ref.data.shape):
+                raise LidnetError(
+                    f"Layer '{ly.name}' has shape {tuple(ly.data.shape)} but NDCT '{ref.name}' has "
+                    f"{tuple(ref.data.shape)}; they must match pixel for pixel."
+                )
+            det_layer = self.detection_layer_for(ly)
+            dets = [boxes_on_slice(det_layer, ly, z) for z in zs] if det_layer is not None else None
+            items.append({"name": ly.name, "layer": ly, "dets": dets})
+        boxes = [
+            boxes_on_slice(boxes_layer, ref, z)[0] if boxes_layer is not None else np.zeros((0, 4), np.float32)
+            for z in zs
+        ]
+        return {"ref": ref, "zs": zs, "items": items, "boxes": boxes, "has_boxes": boxes_layer is not None}
+
+    def _show_results(self, results: dict[str, dict[str, float]], payload: dict[str, Any]) -> None:
+        self.results = results
+        self._fill_table(results, payload["ref"], payload["zs"])
+
+    def _fill_table(self, results: dict[str, dict[str, float]], ref, zs) -> None:
+        names = list(results)
+        rows = [r for r in METRIC_ROWS if any(r[0] in results[n] for n in names)]
+        self.table.clear()
+        self.table.setColumnCount(len(names))
+        self.table.setRowCount(len(rows))
+        self.table.setHorizontalHeaderLabels(names)
+        self.table.setVerticalHeaderLabels([r[1] for r in rows])
+        bold = QFont()
+        bold.setBold(True)
+        for i, (key, _label, fmt, higher) in enumerate(rows):
+            vals = [results[n].get(key, float("nan")) for n in names]
+            finite = [v for v in vals if v is not None and not math.isnan(v)]
+            best = None
+            if higher is not None and len(finite) > 1:
+                best = max(finite) if higher else min(finite)
+            for j, v in enumerate(vals):
+                item = QTableWidgetItem(_fmt(v, fmt))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                item.setData(Qt.ItemDataRole.UserRole, None if v is None else float(v))
+                if best is not None and v == best:
+                    item.setFont(bold)
+                self.table.setItem(i, j, item)
+        if zs == [None]:
+            scope = "2D image"
+        elif len(zs) == 1:
+            scope = f"slice {zs[0]} (of {ref.data.shape[-3]})"
+        else:
+            scope = f"mean over all {len(zs)} slices (ROI rows: slices with boxes; counts summed)"
+        self.scope_label.setText(f"Reference: {ref.name} — {scope}")
+
+    def table_value(self, metric: str, layer_name: str) -> float:
+        """The raw (unrounded) number behind a table cell."""
+        names = [self.table.horizontalHeaderItem(j).text() for j in range(self.table.columnCount())]
+        labels = {r[0]: r[1] for r in METRIC_ROWS}
+        rows = [self.table.verticalHeaderItem(i).text() for i in range(self.table.rowCount())]
+        item = self.table.item(rows.index(labels[metric]), names.index(layer_name))
+        return float(item.data(Qt.ItemDataRole.UserRole))
+
+    def _on_compute_clicked(self) -> None:
+        """Current slice: computed at once. All slices: in a napari thread worker (the viewer stays usable)."""
+        try:
+            payload = self._gather()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            notify_error(exc, "Compare")
+            return
+        if len(payload["zs"]) <= 1:
+            try:
+                self._show_results(compute_metric_rows(payload), payload)
+            except Exception as exc:  # noqa: BLE001
+                notify_error(exc, "Compare")
+            return
+        from napari.qt.threading import create_worker
+
+        self.compute_btn.setEnabled(False)
+        self.scope_label.setText(f"computing {len(payload['zs'])} slices…")
+        worker = create_worker(compute_metric_rows, payload, _start_thread=False)
+        worker.returned.connect(lambda res: self._show_results(res, payload))
+        worker.errored.connect(lambda exc: notify_error(exc, "Compare"))
+        worker.finished.connect(lambda: self.compute_btn.setEnabled(True))
+        worker.start()

@@ -1,0 +1,184 @@
+"""napari writers: image layer -> derived DICOM CT series or NIfTI; shapes layer -> boxes CSV.
+
+All three are npe2 single-layer writers ``(path, data, meta) -> list[str]`` and call the core's atomic
+writers (:mod:`src_training.io`, :mod:`src_training.annotations`). Failures raise a
+:class:`~src_training.errors.LidnetError` whose message napari shows; nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._layers import denoiser_display_name, shapes_records, volume_from_layer, window_to_wl
+
+
+def _series_folder(path: str | os.PathLike) -> Path:
+    """Folder of the DICOM series for a path chosen in napari's save dialog (``name.dcm`` -> ``name/``)."""
+    p = Path(path)
+    if p.name.lower().endswith(".dcm"):
+        p = p.with_name(p.name[: -len(".dcm")] or "series")
+    return p
+
+
+def series_description(meta: dict[str, Any]) -> str:
+    """SeriesDescription of a derived series, naming the model from the layer's metadata.
+
+    ``{"model": "redcnn", "method": "lidnet"}`` -> ``"LIDnet RED-CNN denoised"``; a baseline model ->
+    ``"RED-CNN (baseline) denoised"``; a simulated LDCT (``n0`` in metadata) -> ``"Simulated LDCT N0=1000"``;
+    otherwise the layer name + ``" (napari-lidnet)"``.
+    """
+    md = dict(meta.get("metadata") or {})
+    model = md.get("model")
+    if model:
+        method = str(md.get("method") or "").lower()
+        base = denoiser_display_name(model)
+        if method == "lidnet":
+            return f"LIDnet {base} denoised"
+        if method:
+            return f"{base} ({method}) denoised"
+        return f"{base} denoised"
+    if md.get("n0") is not None:
+        return f"Simulated LDCT N0={float(md['n0']):g} seed={md.get('seed', 0)}"
+    name = str(meta.get("name") or "image")
+    return f"{name} (napari-lidnet)"[:64]
+
+
+def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
+    """Save an image layer as a derived DICOM CT series (a new folder of ``IM_00001.dcm``...).
+
+    Parameters
+    ----------
+    path : str
+        Folder to create (a trailing ``.dcm`` is dropped: ``out/denoised.dcm`` -> ``out/denoised/``). An
+        existing non-empty folder is never overwritten.
+    data : array (z, y, x) or (y, x)
+        HU.
+    meta : dict
+        The layer's state: ``metadata`` (spacing, origin, direction, window and ``dicom`` tags from the
+        source series: the new series joins the same study), ``scale``, ``translate``, ``name``.
+
+    Returns
+    -------
+    list of str
+        The written files.
+
+    Raises
+    ------
+    OutputExistsError
+        The folder exists and is not empty (nothing written).
+    CTWriteError
+        Bad data (NaN, wrong dimensions) or an unwritable folder.
+    """
+    from src_training.io import write_dicom_series as core_write
+
+    out_dir = _series_folder(path)
+    vol = volume_from_layer(meta, data)
+    md = dict(meta.get("metadata") or {})
+    extra: dict[str, Any] = {}
+    window = md.get("window")
+    if window is not None:
+        try:
+            w, l = window_to_wl(tuple(window))
+            extra = {
+                "WindowWidth": f"{w:g}",
+                "WindowCenter": f"{l:g}",
+                "WindowCenterWidthExplanation": str(md.get("window_name") or "CUSTOM").upper()[:64],
+            }
+        except Exception:  # noqa: BLE001 - the core's default window is used
+            extra = {}
+    files = core_write(
+        vol.hu,
+        out_dir,
+        spacing=vol.spacing,
+        reference=vol if vol.metadata else None,
+        series_description=series_description(meta)[:64],
+        overwrite=False,
+        origin=vol.origin,
+        direction=vol.direction,
+        image_type=("DERIVED", "SECONDARY"),
+        extra_tags=extra or None,
+    )
+    return [str(f) for f in files]
+
+
+def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
+    """Save an image layer as a NIfTI volume (``.nii`` / ``.nii.gz``) in HU with its spacing (mm) and origin.
+
+    Parameters
+    ----------
+    path : str
+        Destination file; ``.nii.gz`` is appended when it has neither ``.nii`` nor ``.nii.gz``.
+    data : array (z, y, x) or (y, x)
+        HU.
+    meta : dict
+        Layer state (``metadata`` spacing/origin/direction, else ``scale``/``translate``).
+
+    Returns
+    -------
+    list of str
+        ``[path]``.
+
+    Raises
+    ------
+    CTWriteError
+        Bad data or an unwritable destination (which is then left untouched).
+    """
+    from src_training.io import write_volume
+
+    p = Path(path)
+    if not p.name.lower().endswith((".nii", ".nii.gz")):
+        p = p.with_name(p.name + ".nii.gz")
+    vol = volume_from_layer(meta, data)
+    out = write_volume(vol.hu, p, spacing=vol.spacing, origin=vol.origin, direction=vol.direction)
+    return [str(out)]
+
+
+def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
+    """Save a shapes layer of boxes as CSV ``slice,x0,y0,x1,y1,label,score`` (pixels, edges at pixel borders).
+
+    Each shape's bounding box on its slice is written; ``label`` / ``score`` come from the layer's features
+    (defaults 1 and 1.0; RPN proposals use their ``objectness``).
+
+    Parameters
+    ----------
+    path : str
+        Destination ``.csv`` (``.csv`` appended if missing).
+    data : list of arrays (4, 3) or (4, 2)
+        The shapes in data coordinates (the image's pixel grid).
+    meta : dict
+        Layer state with ``features``.
+
+    Returns
+    -------
+    list of str
+        ``[path]``.
+    """
+    from src_training.annotations import write_boxes_csv as core_write
+
+    p = Path(path)
+    if p.suffix.lower() != ".csv":
+        p = p.with_name(p.name + ".csv")
+    rows = shapes_records(list(data or []), meta.get("features"))
+    boxes: dict[int, list] = {}
+    labels: dict[int, list] = {}
+    scores: dict[int, list] = {}
+    for r in rows:
+        z = r["slice"]
+        boxes.setdefault(z, []).append([r["x0"], r["y0"], r["x1"], r["y1"]])
+        labels.setdefault(z, []).append(r["label"])
+        scores.setdefault(z, []).append(r["score"])
+    out = core_write(
+        {z: np.asarray(b, dtype=np.float32) for z, b in boxes.items()},
+        p,
+        labels={z: np.asarray(v, dtype=np.int64) for z, v in labels.items()},
+        scores={z: np.asarray(v, dtype=np.float32) for z, v in scores.items()},
+    )
+    return [str(out)]
+
+
+__all__ = ["series_description", "write_boxes_csv", "write_dicom_series", "write_nifti"]
+
