@@ -94,7 +94,7 @@ def test_config_defaults_are_the_papers():
     c = TrainConfig()
     assert (c.denoiser, c.detector_backbone, c.k_proposals) == ("redcnn", "resnet50", 5)
     assert (c.lambda_roi, c.lambda_det, c.t1, c.t2, c.t3, c.rounds, c.batch_size) == (5.0, 5.0, 4000, 4000, 2000, 1, 8)
-    assert (c.lr_denoiser, c.lr_detector, c.detector_optimizer, c.n0) == (1e-4, 5e-3, "adam", 1000.0)
+    assert (c.lr_denoiser, c.lr_detector, c.detector_optimizer, c.n0) == (1e-4, 1e-4, "adam", 1000.0)
     assert c.effective_baseline_steps == 4000
     assert TrainConfig(t2=10, rounds=3).effective_baseline_steps == 30
     assert TrainConfig(baseline_steps=7).effective_baseline_steps == 7
