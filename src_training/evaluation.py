@@ -104,8 +104,11 @@ def _as_2d(name: str, arr: Any) -> np.ndarray:
     return a
 
 
-def _as_boxes(name: str, boxes: Any) -> np.ndarray:
-    """(n, 4) float64 xyxy boxes from a list / numpy array / torch tensor (n may be 0)."""
+def _as_boxes(name: str, boxes: Any, require_positive: bool = True) -> np.ndarray:
+    """(n, 4) float64 xyxy boxes from a list / numpy array / torch tensor (n may be 0).
+
+    Raises :class:`EvaluationError` for a wrong shape or NaN/Inf coordinates and, when
+    ``require_positive``, for a box with x1 <= x0 or y1 <= y0. Also used by :mod:`src_training.report`."""
     if boxes is None:
         return np.zeros((0, 4))
     if hasattr(boxes, "detach"):
@@ -119,7 +122,7 @@ def _as_boxes(name: str, boxes: Any) -> np.ndarray:
         raise EvaluationError(f"{name} must be an (n, 4) array of xyxy pixel boxes, got shape {b.shape}.")
     if not np.all(np.isfinite(b)):
         raise EvaluationError(f"{name} contains NaN/infinite coordinates.")
-    if np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1]):
+    if require_positive and (np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1])):
         raise EvaluationError(f"{name}: every box needs x1 > x0 and y1 > y0 (xyxy pixels); got {b.tolist()}.")
     return b
 

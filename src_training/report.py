@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .checkpoint import atomic_write_bytes
-from .evaluation import EvaluationError
+from .evaluation import EvaluationError, _as_boxes
 from .windowing import DEFAULT_HU_RANGE, WINDOWS, Window, window_limits
 
 __all__ = ["format_tables", "format_markdown_tables", "save_comparison_figure", "GT_COLOR", "PROPOSAL_COLOR"]
@@ -243,18 +243,8 @@ def _window_label(window: Window) -> str:
 
 
 def _box_array(name: str, boxes: Any) -> np.ndarray:
-    if boxes is None:
-        return np.zeros((0, 4))
-    if hasattr(boxes, "detach"):
-        boxes = boxes.detach().cpu().numpy()
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.size == 0:
-        return np.zeros((0, 4))
-    if b.ndim == 1 and b.shape[0] == 4:
-        b = b[None]
-    if b.ndim != 2 or b.shape[1] != 4 or not np.all(np.isfinite(b)):
-        raise EvaluationError(f"{name} must be an (n, 4) array of finite xyxy pixel boxes, got shape {b.shape}.")
-    return b
+    """Boxes to draw: the evaluation's validation, degenerate boxes allowed (drawn as lines)."""
+    return _as_boxes(name, boxes, require_positive=False)
 
 
 def _draw_boxes(ax, boxes: np.ndarray, color: str, style: str, lw: float) -> None:

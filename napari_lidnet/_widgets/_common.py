@@ -140,6 +140,26 @@ class LayerMultiChooser(_LayerListMixin, Select):
 # --------------------------------------------------------------------------------------------------
 # device
 # --------------------------------------------------------------------------------------------------
+def layer_volume(data: Any, layer_name: str):
+    """A CT image layer's data as a float32 ``(z, y, x)`` volume in HU (a 2-D slice becomes ``(1, y, x)``).
+
+    Raises
+    ------
+    src_training.errors.LidnetError
+        The layer is neither a slice nor a volume.
+    """
+    import numpy as np
+
+    from src_training.errors import LidnetError
+
+    vol = np.asarray(data, dtype=np.float32)
+    if vol.ndim == 2:
+        vol = vol[None]
+    if vol.ndim != 3:
+        raise LidnetError(f"Layer '{layer_name}' has {vol.ndim} dimensions; a CT slice or volume is needed.")
+    return vol
+
+
 def device_choices() -> list[str]:
     """``["auto", "cuda", "cpu"]`` (+ ``"mps"`` on Apple silicon)."""
     choices = ["auto", "cuda", "cpu"]

@@ -14,7 +14,15 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, SpinBox
 
 from .._layers import current_slice_index, denoiser_display_name, derived_image_kwargs
-from ._common import CheckpointChooser, LayerChooser, TaskRunner, device_chooser, run_controls, scope_chooser
+from ._common import (
+    CheckpointChooser,
+    LayerChooser,
+    TaskRunner,
+    device_chooser,
+    layer_volume,
+    run_controls,
+    scope_chooser,
+)
 
 
 def denoiser_choices() -> list[tuple[str, str]]:
@@ -199,11 +207,7 @@ class DenoiseWidget(Container):
                 raise LidnetError("Choose the image layer to denoise.")
             if ckpt is None:
                 raise CheckpointError("Choose a denoiser checkpoint (denoiser.pt of a training run) first.")
-            data = np.asarray(layer_data, dtype=np.float32)
-            if data.ndim == 2:
-                data = data[None]
-            if data.ndim != 3:
-                raise LidnetError(f"Layer '{layer.name}' has {data.ndim} dimensions; a CT slice or volume is needed.")
+            data = layer_volume(layer_data, layer.name)
             z0 = 0 if whole else z_cur
             hu = data if whole else data[z0 : z0 + 1]
             out, config = yield from denoise_work(ckpt, expected, hu, device, batch, runner.cancel_event)

@@ -20,7 +20,15 @@ from .._layers import (
     replace_rectangles,
     shapes_layer_data,
 )
-from ._common import CheckpointChooser, LayerChooser, TaskRunner, device_chooser, run_controls, scope_chooser
+from ._common import (
+    CheckpointChooser,
+    LayerChooser,
+    TaskRunner,
+    device_chooser,
+    layer_volume,
+    run_controls,
+    scope_chooser,
+)
 
 #: Score threshold of the network run (detections below it are never kept).
 RAW_SCORE_THRESH = 0.01
@@ -191,11 +199,7 @@ class DetectWidget(Container):
                 raise LidnetError("Choose the image layer to run the detector on.")
             if ckpt is None:
                 raise CheckpointError("Choose a detector checkpoint (detector.pt of a training run) first.")
-            hu = np.asarray(data, dtype=np.float32)
-            if hu.ndim == 2:
-                hu = hu[None]
-            if hu.ndim != 3:
-                raise LidnetError(f"Layer '{layer.name}' has {hu.ndim} dimensions; a CT slice or volume is needed.")
+            hu = layer_volume(data, layer.name)
             slices = None if whole else [z_cur]
             self.n_network_runs += 1
             results, config = yield from detect_work(ckpt, hu, slices, device, cancel_event=runner.cancel_event)
