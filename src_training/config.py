@@ -21,7 +21,10 @@ from typing import Any, Optional
 from .checkpoint import atomic_write_text
 from .errors import ConfigError
 
-DENOISER_NAMES = ("redcnn", "cpce")
+from .models.denoisers import DENOISERS
+
+#: Denoiser names accepted by ``TrainConfig.denoiser``: every key of ``models.denoisers.DENOISERS``.
+DENOISER_NAMES = tuple(DENOISERS)
 DETECTOR_BACKBONES = ("resnet50", "resnet34", "resnet18")  # as models.detector.BACKBONES
 OPTIMIZERS = ("adam", "sgd")
 
@@ -33,7 +36,8 @@ class TrainConfig:
     Attributes
     ----------
     denoiser : str
-        Denoiser architecture, ``"redcnn"`` (paper) or ``"cpce"``.
+        Denoiser architecture: a key of ``models.denoisers.DENOISERS`` (``"redcnn"``, the paper's main
+        baseline, ``"cpce"``, ...).
     detector_backbone : str
         ResNet depth of the Faster R-CNN FPN backbone (paper: ``"resnet50"``; tests use ``"resnet18"``).
     detector_weights : str or None
