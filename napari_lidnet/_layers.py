@@ -39,7 +39,7 @@ PROPOSAL_BOX_COLOR = "#4da6ff"
 SCORE_COLORMAP = "plasma"
 
 #: Display names of the denoisers of ``src_training.models.denoisers.DENOISERS`` (lower-case keys).
-DENOISER_DISPLAY_NAMES = {"redcnn": "RED-CNN", "red_cnn": "RED-CNN", "cpce": "CPCE", "cpce2d": "CPCE"}
+DENOISER_DISPLAY_NAMES = {"redcnn": "RED-CNN", "red_cnn": "RED-CNN", "cpce": "CPCE", "cpce2d": "CPCE", "wganvgg": "WGAN-VGG", "mapnn": "MAP-NN", "ssms": "SSMS", "reshlf": "Res-HLF", "dcscn": "DCSCN", "dcswgan": "DCSWGAN"}
 
 
 # --------------------------------------------------------------------------------------------------

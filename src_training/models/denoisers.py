@@ -1,6 +1,7 @@
-"""2-D CT denoisers: RED-CNN and CPCE-2D.
+"""2-D CT denoisers: RED-CNN and CPCE-2D here, and the registry :data:`DENOISERS` of every LIDnet baseline
+(WGAN-VGG, MAP-NN, SSMS, Res-HLF, DCSCN/DCSWGAN are in :mod:`src_training.models.baselines`).
 
-Both networks take and return ``(B, 1, H, W)`` float32 tensors holding CT slices whose HU values were
+All networks take and return ``(B, 1, H, W)`` float32 tensors holding CT slices whose HU values were
 clipped to the model range (``hu_range``, default ``(-1024, 1024)`` HU) and scaled to ``[0, 1]``
 (see :func:`src_training.windowing.hu_to_unit`). The output has exactly the input's shape for any
 ``H, W`` (odd sizes included) and is *residual*: ``out = relu(x + f(x))`` where ``f`` is the
@@ -31,8 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ._common import _check_input, _pad_to_min
+from .baselines import DCSCN, MAPNN, SSMS, WGANVGG, ResHLF  # the other LIDnet baselines
 
-__all__ = ["REDCNN", "CPCE", "DENOISERS", "build_denoiser", "count_parameters"]
+__all__ = ["REDCNN", "CPCE", "WGANVGG", "MAPNN", "SSMS", "ResHLF", "DCSCN", "DENOISERS", "build_denoiser",
+           "count_parameters"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -49,23 +53,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     int
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def _check_input(x: Tensor, name: str) -> None:
-    if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != 1:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{name} expects a (B, 1, H, W) tensor of [0, 1] CT slices, got {shape}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} expects a floating-point tensor scaled to [0, 1], got dtype {x.dtype}")
-
-
-def _pad_to_min(x: Tensor, min_size: int) -> tuple[Tensor, int, int]:
-    """Replicate-pad ``x`` (bottom/right) so that H, W >= ``min_size``; returns (padded, H, W)."""
-    h, w = x.shape[-2:]
-    ph, pw = max(0, min_size - h), max(0, min_size - w)
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-    return x, h, w
 
 
 class REDCNN(nn.Module):
@@ -240,8 +227,18 @@ class CPCE(nn.Module):
         return out[..., :h, :w]
 
 
-DENOISERS: dict[str, type] = {"redcnn": REDCNN, "cpce": CPCE}
-"""Registry of denoiser classes by lower-case name (the ``model`` field of ``denoiser.pt``)."""
+DENOISERS: dict[str, type] = {
+    "redcnn": REDCNN,
+    "cpce": CPCE,
+    "wganvgg": WGANVGG,
+    "mapnn": MAPNN,
+    "ssms": SSMS,
+    "reshlf": ResHLF,
+    "dcscn": DCSCN,
+    "dcswgan": DCSCN,  # DCSCN generator trained as a WGAN-GP (same architecture, other published loss)
+}
+"""Registry of denoiser classes by lower-case name (the ``model`` field of ``denoiser.pt``). The published
+training loss of each entry is :func:`src_training.baseline_losses.published_loss`."""
 
 
 def build_denoiser(name: str, **kwargs) -> nn.Module:
@@ -250,14 +247,15 @@ def build_denoiser(name: str, **kwargs) -> nn.Module:
     Parameters
     ----------
     name : str
-        ``"redcnn"`` or ``"cpce"`` (case-insensitive).
+        A key of :data:`DENOISERS` (case-insensitive): ``"redcnn"``, ``"cpce"``, ``"wganvgg"``, ``"mapnn"``,
+        ``"ssms"``, ``"reshlf"``, ``"dcscn"``, ``"dcswgan"``.
     **kwargs
-        Passed to the class (``filters``, ``kernel_size``, ``zero_init_last``).
+        Passed to the class (e.g. ``filters``, ``kernel_size``, ``zero_init_last``; see each class).
 
     Returns
     -------
     nn.Module
-        A freshly initialised :class:`REDCNN` or :class:`CPCE`.
+        A freshly initialised denoiser (identity on [0, 1] at init unless ``zero_init_last=False``).
 
     Raises
     ------
