@@ -10,6 +10,13 @@ A path that is clearly not a CT (another extension, a folder without DICOM files
 (corrupt file, missing slices, not CT...) gives an error notification and no layer: the reader returns
 napari's "nothing to add" value ``[(None,)]``. (In napari 0.9 / npe2 0.10 an empty list ``[]`` would be
 treated as a failed read and napari would raise "returned no data" on top of our notification.)
+
+Large DICOM series (more than :data:`LAZY_THRESHOLD_BYTES` of float32 voxels) are returned as a lazy
+dask array: every header is checked and the middle slice decoded before the layer is added, the other
+slices are decoded when napari shows them (a slice that then fails to decode is shown as -1024 HU and an
+error notification names the file). What the loader corrected or assumed (``metadata["warnings"]``:
+gantry tilt, absent rescale tags...) is shown as an information notification. In a folder with several
+series, series that are not CT images (SR dose reports, RT structures, MR...) are skipped with a notice.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 #: How many entries of a folder are looked at to decide whether it holds DICOM files.
 _SNIFF_LIMIT = 64
+
+#: Volumes larger than this (float32 bytes = 4 * z * y * x) are returned as lazy dask arrays (512 MiB:
+#: e.g. a 512 x 512 x 600 series, 600 MiB, is lazy; 512 x 512 x 400, 400 MiB, is loaded in memory).
+LAZY_THRESHOLD_BYTES = 512 * 2**20
 
 #: The value a reader returns to say "read, but nothing to add" (napari/npe2 null-layer sentinel).
 NO_LAYERS: list = [(None,)]
@@ -99,17 +110,35 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list] | None
     return read_ct
 
 
+def _series_nbytes(info: Any) -> int:
+    """float32 size of a DICOM series from its first header (0 when unknown)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(info.files[0], stop_before_pixels=True)
+        return 4 * int(info.n_files) * int(ds.Rows) * int(ds.Columns)
+    except Exception:  # noqa: BLE001 - load_ct reports the real problem
+        return 0
+
+
+def _is_ct_image_series(info: Any) -> bool:
+    """False for series that are clearly not CT images (another Modality, or no Modality and no pixels)."""
+    return (info.modality or "CT").strip().upper() == "CT"
+
+
 def read_layers(path: str | os.PathLike) -> list[LayerData]:
     """Read one file or folder into layer-data tuples ``(hu, kwargs, "image")``; raises on failure.
 
     Parameters
     ----------
     path : path-like
-        Folder (every DICOM series in it becomes a layer), DICOM file or volume file.
+        Folder (every CT series in it becomes a layer; non-CT series are skipped with a notice), DICOM file
+        or volume file.
 
     Returns
     -------
-    list of (ndarray float32 (z, y, x) HU, dict, "image")
+    list of (array float32 (z, y, x) HU, dict, "image")
+        The array is a numpy array, or a dask array for series above :data:`LAZY_THRESHOLD_BYTES`.
 
     Raises
     ------
@@ -119,18 +148,35 @@ def read_layers(path: str | os.PathLike) -> list[LayerData]:
     from src_training.errors import CTLoadError
     from src_training.io import list_series, load_ct
 
+    from ._layers import notify_info
+
+    def on_slice_error(exc: Exception) -> None:
+        notify_error(exc, "Open CT (slice shown as -1024 HU)")
+
     p = Path(path)
     volumes = []
     if p.is_dir():
         series = list_series(p)
         if not series:
             raise CTLoadError(f"{p} holds no readable DICOM series. Choose the folder with the CT's DICOM files.")
-        if len(series) == 1:
-            volumes.append((load_ct(p), None))
-        else:
-            for i, info in enumerate(series):
+        ct_series = [s for s in series if _is_ct_image_series(s)]
+        skipped = [s for s in series if not _is_ct_image_series(s)]
+        if skipped and ct_series:
+            notify_info(
+                f"Open CT: {p.name}: skipped {len(skipped)} series that are not CT images: "
+                + "; ".join(f"{s.modality} '{s.description or s.series_uid}'" for s in skipped)
+            )
+        elif skipped:
+            listing = "; ".join(f"{s.modality} '{s.description or s.series_uid}'" for s in skipped)
+            raise CTLoadError(f"{p} holds no CT series (found: {listing}). napari-lidnet works on CT images only.")
+        for i, info in enumerate(ct_series):
+            lazy = _series_nbytes(info) > LAZY_THRESHOLD_BYTES
+            uid = info.series_uid if len(series) > 1 else None
+            vol = load_ct(p, series_uid=uid, lazy=lazy, on_slice_error=on_slice_error if lazy else None)
+            name = None
+            if len(series) > 1:
                 name = (info.description or "").strip() or f"series {i + 1} ({info.n_files} slices)"
-                volumes.append((load_ct(p, series_uid=info.series_uid), name))
+            volumes.append((vol, name))
     else:
         volumes.append((load_ct(p), None))
     out: list[LayerData] = []
@@ -142,6 +188,8 @@ def read_layers(path: str | os.PathLike) -> list[LayerData]:
             kwargs["name"] = f"{base} [{k}]"
             k += 1
         used.add(kwargs["name"])
+        for w in vol.metadata.get("warnings") or []:
+            notify_info(f"Open CT: {kwargs['name']}: {w}")
         out.append((vol.hu, kwargs, "image"))
     return out
 

@@ -17,4 +17,6 @@ if ! "$VENV/bin/python" -c "import radiomics.featureextractor" 2>/dev/null; then
   "$VENV/bin/python" -m pip install -q numpy setuptools wheel versioneer pykwalify pywavelets six SimpleITK
   "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps pyradiomics==3.0.1
 fi
+# DICOM pixel decoders (pyproject dependencies): JPEG baseline, JPEG-LS and JPEG 2000 must decode.
+"$VENV/bin/python" -c "from pydicom.pixels import get_decoder; from pydicom.uid import JPEGBaseline8Bit as a, JPEGLSLossless as b, JPEG2000Lossless as c; missing = [u.name for u in (a, b, c) if not get_decoder(u).is_available]; assert not missing, f'no DICOM decoder for {missing}: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg'"
 "$VENV/bin/python" -c "import torch, torchvision, SimpleITK, pydicom, radiomics.featureextractor; print('napari-lidnet environment ready: torch', torch.__version__)"

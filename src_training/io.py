@@ -5,13 +5,14 @@ Everything returns a :class:`CTVolume`: ``hu`` float32 ``(z, y, x)`` in Hounsfie
 DICOM/LPS patient coordinates, ``direction`` a row-major 3x3 matrix as a 9-tuple whose columns are the
 directions of the x (column), y (row) and z (slice) axes).
 
-DICOM series are read with SimpleITK's ``ImageSeriesReader`` (GDCM), which applies
-RescaleSlope/RescaleIntercept; the tags that matter (Modality, rescale, PixelSpacing, SliceThickness,
-ImagePositionPatient/ImageOrientationPatient, UIDs) are read with pydicom, which also orders the slices
-(increasing position along the slice normal ``row x column``), checks that they are evenly spaced (a missing
-slice is reported with its position) and cross-checks the HU of one slice. Every failure of the
-underlying libraries is reported as :class:`~src_training.errors.CTLoadError` with a message naming the file
-and what to do.
+DICOM series are listed with SimpleITK/GDCM (``GetGDCMSeriesIDs``); their headers are read with pydicom,
+which orders the slices (increasing position along the slice normal ``row x column``), checks that they are
+evenly spaced (a missing slice is reported with its position), corrects a gantry tilt, and decodes the pixels
+one slice at a time into one preallocated float32 array (RescaleSlope/RescaleIntercept per slice; compressed
+transfer syntaxes through the pylibjpeg decoders); the middle slice is decoded a second time by SimpleITK as
+a cross-check. Every failure of the underlying libraries is reported as
+:class:`~src_training.errors.CTLoadError` with a message naming the file and what to do; docs/reliability.md
+lists each bad input and what the user sees.
 
 Writers (:func:`write_dicom_series`, :func:`write_volume`) are atomic: they write into a temporary folder /
 file beside the destination and rename it into place.
@@ -25,7 +26,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pydicom
@@ -33,7 +34,7 @@ import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from .errors import CTLoadError, CTWriteError, MultipleSeriesError, OutputExistsError
+from .errors import CTLoadError, CTWriteError, LidnetError, MultipleSeriesError, OutputExistsError
 
 #: File name endings read as volumes (not DICOM) by :func:`load_ct`, lower case.
 VOLUME_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -242,8 +243,14 @@ def _volume_format(path: Path) -> str:
 
 
 def _check_finite(hu: np.ndarray, source: str) -> None:
-    if not np.all(np.isfinite(hu)):
-        n_bad = int(np.size(hu) - np.count_nonzero(np.isfinite(hu)))
+    """Raise CTLoadError when ``hu`` holds NaN/Inf (checked slice by slice: no volume-sized temporary)."""
+    flat = hu.reshape(-1, hu.shape[-1]) if hu.ndim > 1 else hu.reshape(1, -1)
+    step = max(1, (1 << 20) // max(1, flat.shape[1]))
+    n_bad = 0
+    for i in range(0, flat.shape[0], step):
+        block = flat[i : i + step]
+        n_bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+    if n_bad:
         raise CTLoadError(
             f"{source}: the volume contains {n_bad} NaN or infinite voxel(s). A CT volume must hold finite HU "
             "values; re-export it from the scanner/PACS or fix the file."
@@ -308,23 +315,63 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
 
 # --------------------------------------------------------------------------------------------- loading
 
+#: Transfer syntaxes whose decoding is lossy (the SimpleITK cross-check then allows a few HU difference).
+_LOSSY_SYNTAXES: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",  # JPEG baseline
+        "1.2.840.10008.1.2.4.51",  # JPEG extended
+        "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 part 2
+    }
+)
 
-def load_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTVolume:
+#: What to install so that pydicom decodes compressed DICOM (JPEG, JPEG-LS, JPEG 2000).
+PIXEL_HANDLERS_HINT = (
+    "install the DICOM pixel decoders: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
+    "(or: pip install python-gdcm)"
+)
+
+
+def load_ct(
+    path: str | os.PathLike,
+    series_uid: str | None = None,
+    *,
+    lazy: bool = False,
+    on_slice_error: Callable[[Exception], None] | None = None,
+) -> CTVolume:
     """Load a CT volume in HU.
+
+    DICOM pixels are decoded by pydicom one slice at a time straight into a preallocated float32 array
+    (``HU = stored * RescaleSlope + RescaleIntercept`` per slice, unused high bits masked as BitsStored /
+    PixelRepresentation say), so loading holds one float32 copy of the volume plus one slice. The middle
+    slice is decoded a second time by SimpleITK/GDCM and both must agree (``metadata["hu_check"]``).
+    Volume files are read by SimpleITK as float32 and the array shares SimpleITK's buffer (no second copy).
+    What is refused, corrected or only reported is listed in docs/reliability.md.
 
     Parameters
     ----------
     path : path-like
         A folder with one DICOM series (or several, then ``series_uid`` chooses), a single DICOM file, or a
         volume file ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``. Volume files are taken
-        to hold HU already (NIfTI scl_slope/scl_inter are applied by SimpleITK).
+        to hold HU already (NIfTI scl_slope/scl_inter are applied by SimpleITK). A 2-D image (one DICOM
+        slice, a 2-D NIfTI) gives a one-slice volume ``(1, y, x)``.
     series_uid : str, optional
         SeriesInstanceUID to load from a folder that holds several series (see :func:`list_series`).
+    lazy : bool
+        For a DICOM series or single-frame file: every header is read and checked now, the middle slice is
+        decoded now (HU cross-check), and ``hu`` is a ``dask.array.Array`` (float32, ``(z, y, x)``, one
+        chunk per slice) whose slices are decoded when used. Other inputs ignore it. Needs dask.
+    on_slice_error : callable, optional
+        Only with ``lazy``: called with the :class:`CTLoadError` of a slice that cannot be decoded later;
+        that slice is then filled with -1024 HU (air) instead of raising inside the consumer (a viewer).
 
     Returns
     -------
     CTVolume
         ``hu`` float32 ``(z, y, x)`` in HU; for DICOM, z in increasing position along the slice normal.
+        ``metadata["warnings"]`` lists what was corrected or assumed (gantry tilt resampled, rescale tags
+        absent, duplicated files dropped).
 
     Raises
     ------
@@ -332,58 +379,106 @@ def load_ct(path: str | os.PathLike, series_uid: str | None = None) -> CTVolume:
         The folder holds several series and ``series_uid`` is None; ``.series`` lists them.
     CTLoadError
         Missing path, empty folder, unknown ``series_uid``, corrupt / truncated / non-image file, a modality
-        other than CT, missing or duplicated slices (the gap is reported), inconsistent slice sizes or
-        orientations, NaN/Inf voxels.
+        other than CT, missing or duplicated slices or uneven spacing (the gap is reported), inconsistent
+        slice sizes or orientations, colour images, 4-D images, a compressed transfer syntax without an
+        installed decoder (the message names the packages), unusable RescaleSlope, NaN/Inf voxels.
     """
     path = Path(path)
     if not path.exists():
         raise CTLoadError(f"{path} does not exist. Check the path of the CT folder or file.")
-    if path.is_dir():
-        return _load_dicom_folder(path, series_uid)
-    if _is_volume_path(path):
-        return _load_volume_file(path)
-    return _load_dicom_file(path)
+    try:
+        if path.is_dir():
+            return _load_dicom_folder(path, series_uid, lazy=lazy, on_slice_error=on_slice_error)
+        if _is_volume_path(path):
+            return _load_volume_file(path)
+        return _load_dicom_file(path, lazy=lazy, on_slice_error=on_slice_error)
+    except LidnetError:
+        raise
+    except MemoryError as exc:
+        raise CTLoadError(
+            f"Not enough memory to load {path}. Close other layers/programs, or open it in napari (large series "
+            "are then read slice by slice)."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - last resort: a message for the user, never a traceback
+        raise CTLoadError(
+            f"Cannot read {path}: {UNEXPECTED_MARK} ({_short(exc)}). The file may be corrupt; re-export it, and "
+            "report this message to the napari-lidnet developers."
+        ) from exc
 
 
-def _nifti_nonfinite_count(path: Path) -> int:
-    """Count NaN/Inf in the raw data of a float NIfTI-1/2 file.
+#: Words of the last-resort error of :func:`load_ct` (a library failed in a way not foreseen); the fuzz
+#: tests check that no input they generate reaches it.
+UNEXPECTED_MARK = "unexpected problem"
+
+
+def _nifti_nonfinite_count(path: Path, chunk_bytes: int = 1 << 20) -> int:
+    """Count NaN/Inf in the raw data of a float NIfTI-1/2 file, streaming it in chunks of ``chunk_bytes``.
 
     ITK's NIfTI reader silently turns NaN into 0, so the raw voxels are checked here (0 for integer data
-    or a header this minimal parser does not understand; SimpleITK then reports real corruption).
+    or a header this minimal parser does not understand; SimpleITK then reports real corruption). Memory
+    use is one chunk, whatever the size of the file.
     """
     import gzip
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
-            raw = fh.read()
-    except (OSError, EOFError):
+            raw = fh.read(540)
+            if len(raw) < 348:
+                return 0
+            for endian in ("<", ">"):
+                size = int(np.frombuffer(raw[:4], dtype=f"{endian}i4")[0])
+                if size == 348:
+                    dim = np.frombuffer(raw[40:56], dtype=f"{endian}i2").astype(np.int64)
+                    datatype = int(np.frombuffer(raw[70:72], dtype=f"{endian}i2")[0])
+                    offset = int(np.frombuffer(raw[108:112], dtype=f"{endian}f4")[0])
+                    break
+                if size == 540 and len(raw) >= 540:
+                    datatype = int(np.frombuffer(raw[12:14], dtype=f"{endian}i2")[0])
+                    dim = np.frombuffer(raw[16:80], dtype=f"{endian}i8").astype(np.int64)
+                    offset = int(np.frombuffer(raw[168:176], dtype=f"{endian}i8")[0])
+                    break
+            else:
+                return 0
+            kinds = {16: "f4", 64: "f8"}
+            if datatype not in kinds or not 1 <= dim[0] <= 7 or offset < len(raw) and offset < 348:
+                return 0
+            count = int(np.prod(dim[1 : dim[0] + 1]))
+            dt = np.dtype(f"{endian}{kinds[datatype]}")
+            if count <= 0 or offset < 0:
+                return 0
+            # position the stream at the voxel data
+            if offset >= len(raw):
+                fh.read(offset - len(raw))
+                pending = b""
+            else:
+                pending = raw[offset:]
+            n_bad, left = 0, count * dt.itemsize
+            step = max(dt.itemsize, chunk_bytes - chunk_bytes % dt.itemsize)
+            while left > 0:
+                buf = pending + fh.read(min(step, left) - len(pending))
+                pending = b""
+                if not buf:
+                    break  # truncated: SimpleITK reports it
+                buf = buf[: len(buf) - len(buf) % dt.itemsize]
+                data = np.frombuffer(buf, dtype=dt)
+                n_bad += int(data.size - np.count_nonzero(np.isfinite(data)))
+                left -= len(buf)
+            return n_bad
+    except (OSError, EOFError, ValueError):
         return 0
-    if len(raw) < 348:
-        return 0
-    for endian in ("<", ">"):
-        size = int(np.frombuffer(raw[:4], dtype=f"{endian}i4")[0])
-        if size == 348:
-            dim = np.frombuffer(raw[40:56], dtype=f"{endian}i2").astype(np.int64)
-            datatype = int(np.frombuffer(raw[70:72], dtype=f"{endian}i2")[0])
-            offset = int(np.frombuffer(raw[108:112], dtype=f"{endian}f4")[0])
-            break
-        if size == 540 and len(raw) >= 540:
-            datatype = int(np.frombuffer(raw[12:14], dtype=f"{endian}i2")[0])
-            dim = np.frombuffer(raw[16:80], dtype=f"{endian}i8").astype(np.int64)
-            offset = int(np.frombuffer(raw[168:176], dtype=f"{endian}i8")[0])
-            break
-    else:
-        return 0
-    kinds = {16: "f4", 64: "f8"}
-    if datatype not in kinds or not 1 <= dim[0] <= 7:
-        return 0
-    count = int(np.prod(dim[1 : dim[0] + 1]))
-    dt = np.dtype(f"{endian}{kinds[datatype]}")
-    if count <= 0 or offset < 0 or offset + count * dt.itemsize > len(raw):
-        return 0
-    data = np.frombuffer(raw, dtype=dt, count=count, offset=offset)
-    return int(data.size - np.count_nonzero(np.isfinite(data)))
+
+
+class _SitkBuffer:
+    """Exposes a SimpleITK image's pixel buffer through ``__array_interface__`` and keeps the image alive,
+    so ``np.asarray(_SitkBuffer(img))`` is a writable array sharing the image's memory (no copy)."""
+
+    def __init__(self, img: sitk.Image):
+        self._img = img
+        view = sitk.GetArrayViewFromImage(img)  # read-only view, valid while img lives
+        iface = dict(view.__array_interface__)
+        iface["data"] = (iface["data"][0], False)
+        self.__array_interface__ = iface
 
 
 def _load_volume_file(path: Path) -> CTVolume:
@@ -395,22 +490,32 @@ def _load_volume_file(path: Path) -> CTVolume:
                 f"{path}: the volume contains {n_bad} NaN or infinite voxel(s). A CT volume must hold finite HU "
                 "values; re-export it or fix the file."
             )
+    def corrupt(exc: Exception) -> CTLoadError:
+        return CTLoadError(
+            f"Cannot read {path} as a {fmt} volume: the file is corrupt, truncated or not an image ({_short(exc)})."
+        )
+
     with _QuietSitk():
         try:
-            img = sitk.ReadImage(str(path))
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            n_comp, ndim = reader.GetNumberOfComponents(), reader.GetDimension()
         except Exception as exc:  # noqa: BLE001
+            raise corrupt(exc) from exc
+        if n_comp != 1:
             raise CTLoadError(
-                f"Cannot read {path} as a {fmt} volume: the file is corrupt, truncated or not an image "
-                f"({_short(exc)})."
-            ) from exc
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise CTLoadError(
-            f"{path} has {img.GetNumberOfComponentsPerPixel()} values per voxel (colour/vector image); a CT "
-            "volume has one HU value per voxel."
-        )
-    if img.GetDimension() not in (2, 3):
-        raise CTLoadError(f"{path} is a {img.GetDimension()}-D image; only 2-D slices and 3-D volumes are supported.")
-    hu = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
+                f"{path} has {n_comp} values per voxel (colour/vector image); a CT volume has one HU value per voxel."
+            )
+        if ndim not in (2, 3):
+            raise CTLoadError(f"{path} is a {ndim}-D image; only 2-D slices and 3-D volumes are supported.")
+        try:
+            reader.SetOutputPixelType(sitk.sitkFloat32)  # cast while reading: one float32 buffer
+            img = reader.Execute()
+        except Exception as exc:  # noqa: BLE001
+            raise corrupt(exc) from exc
+    hu = np.asarray(_SitkBuffer(img))
+    meta: dict[str, Any] = {"source_path": str(path), "format": fmt}
     if img.GetDimension() == 2:
         hu = hu[None]
         sp = img.GetSpacing()
@@ -419,6 +524,7 @@ def _load_volume_file(path: Path) -> CTVolume:
         origin = (float(o[0]), float(o[1]), 0.0)
         d = img.GetDirection()
         direction = (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)
+        meta["warnings"] = [f"{path.name} is a 2-D image: loaded as a one-slice volume (z spacing 1 mm assumed)."]
     else:
         sp = img.GetSpacing()
         spacing = (float(sp[2]), float(sp[1]), float(sp[0]))
@@ -427,7 +533,7 @@ def _load_volume_file(path: Path) -> CTVolume:
     if hu.size == 0:
         raise CTLoadError(f"{path} holds an empty image.")
     _check_finite(hu, str(path))
-    meta: dict[str, Any] = {"source_path": str(path), "format": fmt, "n_slices": int(hu.shape[0])}
+    meta["n_slices"] = int(hu.shape[0])
     for key in img.GetMetaDataKeys():
         if key in ("ITK_original_direction", "ITK_original_spacing"):
             continue
@@ -438,7 +544,7 @@ def _load_volume_file(path: Path) -> CTVolume:
         if len(val) < 200:
             meta.setdefault("header", {})[key] = val
     return CTVolume(
-        hu=np.ascontiguousarray(hu, dtype=np.float32),
+        hu=hu,
         spacing=spacing,  # type: ignore[arg-type]
         origin=origin,  # type: ignore[arg-type]
         direction=tuple(float(v) for v in direction),
@@ -466,34 +572,137 @@ def _check_modality(ds: pydicom.Dataset, where: str) -> None:
         )
 
 
-def _hu_check(ds_full_path: str, hu_slice: np.ndarray, where: str) -> tuple[str, np.ndarray]:
-    """Compare one slice decoded by SimpleITK with pydicom's ``pixel_array * slope + intercept``.
+def _transfer_syntax(ds: pydicom.Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID", None) if meta is not None else None
+    return str(ts) if ts else str(pydicom.uid.ImplicitVRLittleEndian)
 
-    Returns ``(status, hu_slice_corrected)``; raises CTLoadError when they disagree in a way that is not
-    a missing rescale.
-    """
+
+def _check_decoder(ts: str, f: str | Path) -> None:
+    """Refuse, naming what to install, when pydicom has no working decoder for the transfer syntax ``ts``."""
+    from pydicom.pixels import get_decoder
+
+    uid = pydicom.uid.UID(ts)
+    if not uid.is_transfer_syntax:
+        raise CTLoadError(
+            f"{f}: unknown transfer syntax {ts!r} (TransferSyntaxUID); the file is corrupt or uses an encoding "
+            "napari-lidnet cannot read. Export the series uncompressed (Explicit VR Little Endian)."
+        )
+    if not uid.is_compressed:
+        return
     try:
-        ds = pydicom.dcmread(ds_full_path)
-        raw = np.asarray(ds.pixel_array, dtype=np.float64)
-    except Exception as exc:  # noqa: BLE001 - e.g. a compressed transfer syntax pydicom cannot decode
-        return f"skipped (pydicom cannot decode the pixels: {_short(exc, 120)})", hu_slice
-    if raw.shape != hu_slice.shape:
-        return f"skipped (pydicom shape {raw.shape} != {hu_slice.shape})", hu_slice
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    expected = raw * slope + intercept
-    err = float(np.max(np.abs(expected - hu_slice))) if raw.size else 0.0
-    if err <= 0.5 * max(abs(slope), 1e-6) + 1e-3:
-        return f"ok (max |SimpleITK - pydicom| = {err:.3g} HU on {Path(ds_full_path).name})", hu_slice
-    if np.max(np.abs(raw - hu_slice)) <= 1e-3:
-        return "rescale applied by napari-lidnet (SimpleITK returned stored values)", expected.astype(np.float32)
+        decoder = get_decoder(uid)
+    except NotImplementedError as exc:
+        raise CTLoadError(
+            f"{f}: the pixels are compressed with {uid.name} ({ts}), which napari-lidnet cannot decode. "
+            "Export the series uncompressed (Explicit VR Little Endian) from the PACS."
+        ) from exc
+    if not decoder.is_available:
+        raise CTLoadError(
+            f"{f}: the pixels are compressed with {uid.name} ({ts}) and no decoder for it is installed; "
+            f"{PIXEL_HANDLERS_HINT}. Or export the series uncompressed from the PACS."
+        )
+
+
+def _rescale(ds: pydicom.Dataset, f: str | Path, warnings_out: list[str]) -> tuple[float, float]:
+    """``(slope, intercept)`` of a slice; absent tags mean identity (a warning is added)."""
+    has_slope, has_inter = "RescaleSlope" in ds, "RescaleIntercept" in ds
+    try:
+        slope = float(ds.RescaleSlope) if has_slope and ds.RescaleSlope not in (None, "") else 1.0
+        inter = float(ds.RescaleIntercept) if has_inter and ds.RescaleIntercept not in (None, "") else 0.0
+    except Exception as exc:  # noqa: BLE001
+        raise CTLoadError(f"{f}: RescaleSlope/RescaleIntercept are not numbers ({_short(exc)}); re-export the series.") from exc
+    if not (np.isfinite(slope) and np.isfinite(inter)) or slope <= 0:
+        raise CTLoadError(
+            f"{f}: RescaleSlope {slope:g} / RescaleIntercept {inter:g} cannot convert the stored values to HU "
+            "(the slope must be a positive finite number); re-export the series."
+        )
+    if not (has_slope and has_inter):
+        msg = (
+            "RescaleSlope/RescaleIntercept absent: stored values taken as HU (slope 1, intercept 0). Check that "
+            "air reads about -1000 HU."
+        )
+        if msg not in warnings_out:
+            warnings_out.append(msg)
+    return slope, inter
+
+
+def _decode_slice(
+    f: str,
+    shape: tuple[int, int],
+    slope: float,
+    intercept: float,
+    shift: tuple[float, float] | None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Decode one single-frame DICOM slice into ``out`` (float32 ``shape``) as HU.
+
+    pydicom masks the bits above BitsStored and sign-extends when PixelRepresentation is 1. ``shift``
+    (rows, columns), when given, moves the slice in-plane by linear interpolation (gantry-tilt correction;
+    voxels coming from outside the slice are -1024 HU).
+    """
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    try:
+        ds = pydicom.dcmread(f)
+        _check_decoder(_transfer_syntax(ds), f)
+        px = ds.pixel_array
+    except CTLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise CTLoadError(
+            f"Cannot decode the pixels of {f}: the file is corrupt or truncated ({_short(exc)}). Re-export the "
+            "series."
+        ) from exc
+    if px.shape != tuple(shape):
+        raise CTLoadError(
+            f"{f}: decoded pixels have shape {px.shape}, expected {tuple(shape)} (rows, columns); the file is "
+            "corrupt or not a single-frame grey-level slice."
+        )
+    if shift is None:
+        np.multiply(px, np.float32(slope), out=out, casting="unsafe")
+        out += np.float32(intercept)
+    else:
+        from scipy import ndimage
+
+        tmp = px.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        ndimage.shift(tmp, shift, output=out, order=1, mode="constant", cval=-1024.0)
+    if px.dtype.kind == "f":  # float pixel data may hold NaN/Inf (integer data times a finite slope cannot)
+        _check_finite(out, f)
+    return out
+
+
+def _sitk_slice_check(f: str, hu_slice: np.ndarray, slope: float, intercept: float, ts: str, where: str) -> str:
+    """Cross-check one slice decoded by pydicom (``hu_slice``) against SimpleITK/GDCM.
+
+    Returns a status string for ``metadata["hu_check"]``; raises CTLoadError when the two decoders disagree.
+    """
+    with _QuietSitk():
+        try:
+            ref = sitk.GetArrayFromImage(sitk.ReadImage(str(f), sitk.sitkFloat32))
+        except Exception as exc:  # noqa: BLE001 - e.g. a syntax GDCM lacks: pydicom's decoding stands
+            return f"skipped (SimpleITK cannot decode {Path(f).name}: {_short(exc, 120)})"
+    ref = ref.reshape(ref.shape[-2:]) if ref.size == hu_slice.size else None
+    if ref is None:
+        return "skipped (SimpleITK gave another shape)"
+    tol = 0.5 * slope + 1e-3
+    if ts in _LOSSY_SYNTAXES:
+        tol = max(tol, 8.0 * slope)  # two lossy decoders may round differently
+    err = float(np.max(np.abs(ref - hu_slice))) if ref.size else 0.0
+    if err <= tol:
+        return f"ok (max |pydicom - SimpleITK| = {err:.3g} HU on {Path(f).name})"
+    stored_err = float(np.max(np.abs(ref * slope + intercept - hu_slice)))
+    if stored_err <= tol:
+        return f"ok (SimpleITK returned stored values; rescale applied on {Path(f).name})"
     raise CTLoadError(
-        f"{where}: the HU of {ds_full_path} decoded by SimpleITK and by pydicom differ by up to {err:.1f} HU "
-        "(RescaleSlope/Intercept inconsistent?). The file cannot be trusted as HU; re-export the series."
+        f"{where}: the HU of {f} decoded by pydicom and by SimpleITK differ by up to {err:.1f} HU "
+        "(pixel data or RescaleSlope/Intercept inconsistent). The file cannot be trusted as HU; re-export the series."
     )
 
 
-def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
+def _load_dicom_folder(
+    folder: Path, series_uid: str | None, *, lazy: bool = False, on_slice_error: Callable | None = None
+) -> CTVolume:
     series = list_series(folder)
     if not series:
         n_entries = sum(1 for _ in folder.iterdir())
@@ -522,37 +731,164 @@ def _load_dicom_folder(folder: Path, series_uid: str | None) -> CTVolume:
             listing = "\n".join(f"  - {s}" for s in series)
             raise CTLoadError(f"Series {series_uid} is not in {folder}. Series found:\n{listing}")
         chosen = matches[0]
-    return _load_series_files(chosen.files, f"series {chosen.series_uid} in {folder}", str(folder))
+    # Files GDCM left out of every series (truncated or corrupt DICOM files): those of this series are
+    # loaded with it (pydicom then decodes them or names them); unreadable ones are reported in the warnings / the error.
+    listed = {os.path.abspath(f) for s in series for f in s.files}
+    unreadable: list[str] = []
+    extra: list[str] = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or os.path.abspath(p) in listed:
+            continue
+        if not (p.suffix.lower() in (".dcm", ".ima", ".dicom") or pydicom.misc.is_dicom(p)):
+            continue
+        try:
+            ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001
+            unreadable.append(p.name)
+            continue
+        if not ds.get("SeriesInstanceUID", None):  # cut before its identifiers
+            unreadable.append(p.name)
+        elif str(ds.SeriesInstanceUID) == chosen.series_uid and "Rows" in ds:
+            extra.append(str(p))
+    where = f"series {chosen.series_uid} in {folder}"
+    try:
+        vol = _load_series_files(
+            list(chosen.files) + extra, where, str(folder), lazy=lazy, on_slice_error=on_slice_error
+        )
+    except CTLoadError as exc:
+        if unreadable:
+            raise CTLoadError(
+                f"{exc} ({len(unreadable)} file(s) of the folder are not readable DICOM and may be the missing "
+                f"slices: {', '.join(unreadable[:5])})"
+            ) from exc
+        raise
+    if unreadable:
+        vol.metadata["warnings"].append(
+            f"ignored {len(unreadable)} unreadable DICOM file(s): {', '.join(unreadable[:5])}"
+        )
+    return vol
 
 
-def _load_series_files(files: Sequence[str], where: str, source: str) -> CTVolume:
-    headers = [(f, _read_header(f)) for f in files]
+def _n_frames(ds: pydicom.Dataset) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except Exception:  # noqa: BLE001 - malformed: treated as one frame, pixel decoding then checks the size
+        return 1
+
+
+def _numbers(ds: pydicom.Dataset, keyword: str, default: Any, f: str | Path, n: int | None = None,
+             positive: bool = False) -> Any:
+    """Value(s) of a numeric tag as float (``n`` values, or one when None); ``default`` when absent.
+
+    Raises CTLoadError naming the file and the tag when the value is not usable.
+    """
+    try:
+        value = ds.get(keyword, None)
+        if value is None or value == "":
+            return default
+        vals = [float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])]
+    except Exception as exc:  # noqa: BLE001
+        raise CTLoadError(f"{f}: the DICOM tag {keyword} is not a number ({_short(exc, 120)}); re-export the series.") from exc
+    if (n or 1) != len(vals) or not all(np.isfinite(vals)) or (positive and min(vals) <= 0):
+        raise CTLoadError(
+            f"{f}: the DICOM tag {keyword} = {vals} is not {n or 1} finite{' positive' if positive else ''} "
+            "number(s); re-export the series."
+        )
+    return vals if n else vals[0]
+
+
+def _load_series_files(
+    files: Sequence[str],
+    where: str,
+    source: str,
+    *,
+    fmt: str = "dicom-series",
+    lazy: bool = False,
+    on_slice_error: Callable | None = None,
+) -> CTVolume:
+    headers = [(str(f), _read_header(f)) for f in files]
+    warnings_out: list[str] = []
     _check_modality(headers[0][1], where)
-    for f, ds in headers:
-        if "PixelData" not in ds and not _has_pixel_tag(f):
+    for k, (f, ds) in enumerate(headers):
+        _check_modality(ds, f)
+        # (a file with Rows but without PixelData further on is named when its pixels are decoded)
+        if "Rows" not in ds or (k == 0 and not _has_pixel_tag(f)):
             raise CTLoadError(f"{f} has no pixel data (not an image). Remove it from the folder.")
+        spp = int(_numbers(ds, "SamplesPerPixel", 1, f))
+        if spp != 1:
+            raise CTLoadError(
+                f"{f} is a colour image ({spp} samples per pixel, {ds.get('PhotometricInterpretation', '?')}), "
+                "e.g. a screenshot or secondary capture; a CT slice has one grey value (HU) per pixel."
+            )
+        if _n_frames(ds) > 1 and len(headers) > 1:
+            raise CTLoadError(
+                f"{where}: {f} holds {_n_frames(ds)} frames; multi-frame files in a series are not supported "
+                "(load that single file instead)."
+            )
+        _check_decoder(_transfer_syntax(ds), f)
+    # Exact copies of a file (same SOPInstanceUID) are kept once.
+    seen: dict[str, str] = {}
+    unique = []
+    for f, ds in headers:
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        if sop and sop in seen:
+            warnings_out.append(f"{Path(f).name} is a copy of {Path(seen[sop]).name} (same SOPInstanceUID): ignored.")
+            continue
+        if sop:
+            seen[sop] = f
+        unique.append((f, ds))
+    headers = unique
     # Consistent slice size and orientation.
-    sizes = {(int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) for _, ds in headers}
+    sizes = {(int(_numbers(ds, "Rows", 0, f)), int(_numbers(ds, "Columns", 0, f))) for f, ds in headers}
     if len(sizes) > 1:
         raise CTLoadError(f"{where}: the slices have different sizes {sorted(sizes)}; this is not one CT volume.")
+    ny, nx = next(iter(sizes))
+    if ny < 1 or nx < 1:
+        raise CTLoadError(f"{where}: Rows/Columns missing or zero in {headers[0][0]}; not an image.")
     have_geom = all("ImagePositionPatient" in ds and "ImageOrientationPatient" in ds for _, ds in headers)
+    shifts: list[tuple[float, float] | None] = [None] * len(headers)
+    f0, ds0 = headers[0]
+    if "PixelSpacing" not in ds0:
+        warnings_out.append("PixelSpacing absent: 1 mm pixels assumed (distances and areas are then not in mm).")
+    ps = _numbers(ds0, "PixelSpacing", [1.0, 1.0], f0, n=2, positive=True)
+    tilt_tag = _numbers(ds0, "GantryDetectorTilt", 0.0, f0)
     if have_geom:
-        iop0 = np.asarray([float(v) for v in headers[0][1].ImageOrientationPatient])
-        for f, ds in headers[1:]:
-            if np.max(np.abs(np.asarray([float(v) for v in ds.ImageOrientationPatient]) - iop0)) > 1e-3:
+        iop0 = np.asarray(_numbers(ds0, "ImageOrientationPatient", None, f0, n=6))
+        ipp = np.asarray([_numbers(ds, "ImagePositionPatient", None, f, n=3) for f, ds in headers], dtype=np.float64)
+        iops = [np.asarray(_numbers(ds, "ImageOrientationPatient", None, f, n=6)) for f, ds in headers]
+        if iop0.size != 6 or ipp.shape[1:] != (3,) or not (np.all(np.isfinite(iop0)) and np.all(np.isfinite(ipp))):
+            raise CTLoadError(f"{where}: ImagePositionPatient/ImageOrientationPatient are malformed in {headers[0][0]}.")
+        for (f, _), iop in zip(headers[1:], iops[1:]):
+            if iop.size != 6 or np.max(np.abs(iop - iop0)) > 1e-3:
                 raise CTLoadError(f"{where}: {f} has a different ImageOrientationPatient; this is not one volume.")
         r, c, n = _direction_from_iop(iop0)
-        pos = np.array([np.dot(n, [float(v) for v in ds.ImagePositionPatient]) for _, ds in headers])
+        if np.linalg.norm(n) < 0.5:
+            raise CTLoadError(f"{where}: ImageOrientationPatient {list(iop0)} is degenerate (rows parallel to columns).")
+        n = n / np.linalg.norm(n)
+        pos = ipp @ n
         order = np.argsort(pos, kind="stable")
         headers = [headers[i] for i in order]
         pos = pos[order]
+        ipp = ipp[order]
     else:
-        headers.sort(key=lambda fd: int(fd[1].get("InstanceNumber", 0) or 0))
+        inst = [_numbers(ds, "InstanceNumber", None, f) for f, ds in headers]
+        if len(headers) > 1 and (any(v is None for v in inst) or len(set(inst)) != len(inst)):
+            raise CTLoadError(
+                f"{where}: the files have no ImagePositionPatient and their InstanceNumbers are missing or repeated, "
+                "so the slice order is unknown. Re-export the series with its geometry tags."
+            )
+        headers = [headers[i] for i in np.argsort([v or 0 for v in inst], kind="stable")]
         r, c, n = np.array([1.0, 0, 0]), np.array([0.0, 1, 0]), np.array([0.0, 0, 1])
         pos = None
+        if len(headers) > 1:
+            warnings_out.append("no ImagePositionPatient: slices ordered by InstanceNumber, spacing from SliceThickness.")
     first = headers[0][1]
-    ps = [float(v) for v in first.get("PixelSpacing", [1.0, 1.0])]
-    dz = float(first.get("SliceThickness", 1.0) or 1.0)
+    dz = _numbers(first, "SpacingBetweenSlices", 0.0, headers[0][0]) if len(headers) == 1 else 0.0
+    dz = dz if dz > 0 else _numbers(first, "SliceThickness", 1.0, headers[0][0])
+    if not dz > 0:
+        warnings_out.append(f"SliceThickness {dz:g} mm is not positive: 1 mm assumed.")
+        dz = 1.0
+    tilt_deg = 0.0
     if pos is not None and len(pos) > 1:
         diffs = np.diff(pos)
         dup = np.nonzero(diffs < 1e-3)[0]
@@ -560,71 +896,121 @@ def _load_series_files(files: Sequence[str], where: str, source: str) -> CTVolum
             i = int(dup[0])
             raise CTLoadError(
                 f"{where}: {headers[i][0]} and {headers[i + 1][0]} are at the same position {pos[i]:.2f} mm along "
-                "the slice normal (duplicated slice, or two series sharing a SeriesInstanceUID)."
+                "the slice normal (duplicated slice, or two series sharing a SeriesInstanceUID). Remove the "
+                "duplicate or load the series from a clean export."
             )
         dz = float(np.median(diffs))
         bad = np.nonzero(np.abs(diffs - dz) > max(0.1 * dz, 0.01))[0]
         if bad.size:
             i = int(bad[0])
             n_missing = int(round(diffs[i] / dz)) - 1
-            if n_missing >= 1:
+            if n_missing >= 1 and abs(diffs[i] - dz * (n_missing + 1)) <= max(0.1 * dz, 0.01):
                 expected = ", ".join(f"{pos[i] + dz * (j + 1):.2f}" for j in range(min(n_missing, 5)))
                 what = f"about {n_missing} missing slice(s) (expected at {expected} mm)"
+                todo = "Load the complete series (all files) and try again."
             else:
                 what = "uneven slice spacing"
+                todo = ("Slices are not resampled to an even grid; load a series reconstructed with constant "
+                        "spacing (or one of its parts).")
             raise CTLoadError(
                 f"{where}: gap of {diffs[i]:.2f} mm between slice positions {pos[i]:.2f} mm "
                 f"({Path(headers[i][0]).name}) and {pos[i + 1]:.2f} mm ({Path(headers[i + 1][0]).name}) where the "
-                f"spacing is {dz:.2f} mm elsewhere: {what}. Load the complete series (all files) and try again."
+                f"spacing is {dz:.2f} mm elsewhere: {what}. {todo}"
             )
-    sorted_files = [f for f, _ in headers]
-    with _QuietSitk():
-        try:
-            reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(sorted_files)
-            reader.SetOutputPixelType(sitk.sitkFloat32)
-            img = reader.Execute()
-        except Exception as exc:  # noqa: BLE001
-            raise CTLoadError(
-                f"Cannot read the pixels of {where}: a file is corrupt or truncated ({_short(exc)}). Re-export "
-                "the series."
-            ) from exc
-    hu = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
-    if hu.ndim == 2:
-        hu = hu[None]
-    if hu.shape[0] != len(sorted_files):
+        # Gantry tilt: slice origins drift in-plane along the stack (the normal of the slices is not the
+        # direction in which they are stacked). Corrected by shifting each slice back onto slice 0's column.
+        off = ipp - ipp[0]
+        inplane = off - np.outer(off @ n, n)
+        drift = np.column_stack([inplane @ c / ps[0], inplane @ r / ps[1]])  # (rows, columns) pixels
+        if np.max(np.abs(inplane)) > max(0.01, 0.01 * min(ps)):
+            along = pos - pos[0]
+            per_mm = np.linalg.lstsq(along[:, None], inplane, rcond=None)[0][0]
+            if np.max(np.abs(inplane - np.outer(along, per_mm))) > max(0.05, 0.1 * min(ps)):
+                raise CTLoadError(
+                    f"{where}: the slice positions (ImagePositionPatient) do not lie on a straight line; the slices "
+                    "cannot be stacked into one volume. Re-export the series."
+                )
+            tilt_deg = float(np.degrees(np.arctan(np.linalg.norm(per_mm))))
+            # slice k's pixel (i, j) lies where slice 0's grid has (i + drift_r, j + drift_c): shift by +drift
+            shifts = [(float(d[0]), float(d[1])) for d in drift]
+            warnings_out.append(
+                f"gantry tilt of {tilt_deg:.1f} deg (GantryDetectorTilt {tilt_tag:g}): slices shifted in-plane onto an "
+                "orthogonal grid (linear interpolation; voxels from outside the scan set to -1024 HU)."
+            )
+    elif abs(tilt_tag) > 1e-3 and pos is None:
         raise CTLoadError(
-            f"{where}: {len(sorted_files)} files gave {hu.shape[0]} slices (multi-frame files in a series are not "
-            "supported); load a single file instead."
+            f"{where}: GantryDetectorTilt is {tilt_tag:g} deg and ImagePositionPatient is missing, so the tilt cannot "
+            "be corrected. Re-export the series with its geometry tags."
         )
-    mid = len(sorted_files) // 2
-    status, _ = _hu_check(sorted_files[mid], hu[mid], where)
-    if status.startswith("rescale applied"):
-        for k, (f, ds) in enumerate(headers):
-            slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-            inter = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-            hu[k] = hu[k] * slope + inter
-    _check_finite(hu, where)
-    origin = (
-        tuple(float(v) for v in first.ImagePositionPatient) if have_geom else tuple(float(v) for v in img.GetOrigin())
+    sorted_files = [f for f, _ in headers]
+    rescales = [_rescale(ds, f, warnings_out) for f, ds in headers]
+    nz = len(sorted_files)
+    mid = nz // 2
+    ts_mid = _transfer_syntax(headers[mid][1])
+    mid_slice = _decode_slice(sorted_files[mid], (ny, nx), *rescales[mid], shifts[mid])
+    status = _sitk_slice_check(
+        sorted_files[mid],
+        mid_slice if shifts[mid] is None else _decode_slice(sorted_files[mid], (ny, nx), *rescales[mid], None),
+        *rescales[mid], ts_mid, where,
     )
+    if lazy:
+        hu = _lazy_stack(sorted_files, (ny, nx), rescales, shifts, mid, mid_slice, on_slice_error)
+    else:
+        hu = np.empty((nz, ny, nx), dtype=np.float32)
+        for k, f in enumerate(sorted_files):
+            if k == mid:
+                hu[k] = mid_slice
+            else:
+                _decode_slice(f, (ny, nx), *rescales[k], shifts[k], out=hu[k])
+    del mid_slice
+    origin = tuple(float(v) for v in ipp[0]) if have_geom else (0.0, 0.0, 0.0)
     direction = (r[0], c[0], n[0], r[1], c[1], n[1], r[2], c[2], n[2])
     meta = _metadata_from_dataset(first)
     meta.update(
         source_path=source,
-        format="dicom-series",
-        n_slices=int(hu.shape[0]),
+        format=fmt,
+        n_slices=nz,
         hu_check=status,
-        files=[str(f) for f in sorted_files],
+        files=list(sorted_files),
+        warnings=warnings_out,
     )
+    if tilt_deg:
+        meta["gantry_tilt_corrected_deg"] = tilt_deg
+    if ny * nx * nz and len(headers) == 1:
+        meta["warnings"].append("single slice: loaded as a one-slice volume.")
     return CTVolume(
-        hu=np.ascontiguousarray(hu, dtype=np.float32),
+        hu=hu,
         spacing=(float(dz), float(ps[0]), float(ps[1])),
         origin=origin,  # type: ignore[arg-type]
         direction=tuple(float(v) for v in direction),
         metadata=meta,
         source=source,
     )
+
+
+def _lazy_stack(files, shape, rescales, shifts, mid, mid_slice, on_slice_error):
+    """A dask array (z, y, x) float32 with one chunk per slice, decoded by :func:`_decode_slice` on use."""
+    try:
+        import dask
+        import dask.array as da
+    except ImportError as exc:  # pragma: no cover - dask comes with napari
+        raise CTLoadError("Lazy loading needs dask (pip install dask); load the volume without lazy=True.") from exc
+
+    def read(k: int) -> np.ndarray:
+        try:
+            return _decode_slice(files[k], shape, *rescales[k], shifts[k])
+        except CTLoadError as exc:
+            if on_slice_error is None:
+                raise
+            on_slice_error(exc)
+            return np.full(shape, -1024.0, dtype=np.float32)
+
+    slices = [
+        da.from_array(mid_slice, chunks=shape) if k == mid
+        else da.from_delayed(dask.delayed(read, pure=True)(k), shape=shape, dtype=np.float32)
+        for k in range(len(files))
+    ]
+    return da.stack(slices)
 
 
 def _has_pixel_tag(f: str) -> bool:
@@ -636,47 +1022,62 @@ def _has_pixel_tag(f: str) -> bool:
         return False
 
 
-def _load_dicom_file(path: Path) -> CTVolume:
+def _load_dicom_file(path: Path, *, lazy: bool = False, on_slice_error: Callable | None = None) -> CTVolume:
     ds = _read_header(path)
     _check_modality(ds, str(path))
     if not _has_pixel_tag(str(path)):
         raise CTLoadError(f"{path} is a DICOM file without pixel data (not an image). Choose an image file or folder.")
+    if _n_frames(ds) <= 1:
+        return _load_series_files([str(path)], str(path), str(path), fmt="dicom-file", lazy=lazy,
+                                  on_slice_error=on_slice_error)
+    return _load_multiframe_file(path, ds)
+
+
+def _load_multiframe_file(path: Path, ds: pydicom.Dataset) -> CTVolume:
+    """A multi-frame DICOM file: pixels decoded by pydicom frame by frame, geometry from SimpleITK."""
+    from pydicom.pixels import iter_pixels
+
+    spp = int(_numbers(ds, "SamplesPerPixel", 1, path))
+    if spp != 1:
+        raise CTLoadError(f"{path} is a colour image ({spp} samples per pixel); a CT has one HU value per pixel.")
+    _check_decoder(_transfer_syntax(ds), path)
+    warnings_out: list[str] = []
+    slope, inter = _rescale(ds, path, warnings_out)
+    nz, ny, nx = _n_frames(ds), int(_numbers(ds, "Rows", 0, path)), int(_numbers(ds, "Columns", 0, path))
+    if ny < 1 or nx < 1:
+        raise CTLoadError(f"{path}: Rows/Columns missing or zero; not an image.")
+    hu = np.empty((nz, ny, nx), dtype=np.float32)
+    try:
+        k = -1
+        for k, frame in enumerate(iter_pixels(str(path))):
+            if k >= nz or frame.shape != (ny, nx):
+                raise ValueError(f"frame {k} has shape {frame.shape}, expected {(ny, nx)}")
+            np.multiply(frame, np.float32(slope), out=hu[k], casting="unsafe")
+            hu[k] += np.float32(inter)
+        if k != nz - 1:
+            raise ValueError(f"{k + 1} frames decoded, NumberOfFrames is {nz}")
+    except Exception as exc:  # noqa: BLE001
+        raise CTLoadError(f"Cannot decode the pixels of {path}: the file is corrupt or truncated ({_short(exc)}).") from exc
+    _check_finite(hu, str(path))
     with _QuietSitk():
         try:
-            img = sitk.ReadImage(str(path), sitk.sitkFloat32)
-        except Exception as exc:  # noqa: BLE001
-            raise CTLoadError(
-                f"Cannot read the pixels of {path}: the file is corrupt or truncated ({_short(exc)})."
-            ) from exc
-    hu = sitk.GetArrayFromImage(img).astype(np.float32, copy=False)
-    if hu.ndim == 2:
-        hu = hu[None]
-    status = "skipped (multi-frame file)"
-    if hu.shape[0] == 1:
-        status, fixed = _hu_check(str(path), hu[0], str(path))
-        hu[0] = fixed
-    _check_finite(hu, str(path))
-    ps = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]
-    if hu.shape[0] > 1:
-        dz = float(img.GetSpacing()[2])
-    else:
-        dz = float(ds.get("SpacingBetweenSlices", 0) or 0) or float(ds.get("SliceThickness", 1.0) or 1.0)
-    if "ImageOrientationPatient" in ds:
-        r, c, n = _direction_from_iop(ds.ImageOrientationPatient)
-        direction = (r[0], c[0], n[0], r[1], c[1], n[1], r[2], c[2], n[2])
-    else:
-        direction = tuple(float(v) for v in img.GetDirection())
-    if "ImagePositionPatient" in ds:
-        origin = tuple(float(v) for v in ds.ImagePositionPatient)
-    else:
-        origin = tuple(float(v) for v in img.GetOrigin())
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            sp, o, d = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+        except Exception:  # noqa: BLE001 - geometry unknown: identity, reported
+            sp, o, d = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+            warnings_out.append("geometry of the multi-frame file unknown: 1 mm voxels assumed.")
+    if len(sp) < 3:
+        sp, o, d = (*sp, 1.0), (*o, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)
     meta = _metadata_from_dataset(ds)
-    meta.update(source_path=str(path), format="dicom-file", n_slices=int(hu.shape[0]), hu_check=status)
+    meta.update(source_path=str(path), format="dicom-file", n_slices=nz, hu_check="skipped (multi-frame file)",
+                warnings=warnings_out)
     return CTVolume(
-        hu=np.ascontiguousarray(hu, dtype=np.float32),
-        spacing=(dz, ps[0], ps[1]),
-        origin=origin,  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in direction),
+        hu=hu,
+        spacing=(float(sp[2]), float(sp[1]), float(sp[0])),
+        origin=tuple(float(v) for v in o),  # type: ignore[arg-type]
+        direction=tuple(float(v) for v in d),
         metadata=meta,
         source=str(path),
     )
@@ -978,6 +1379,8 @@ def write_volume(
     spacing: Sequence[float],
     origin: Sequence[float] | None = None,
     direction: Sequence[float] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write a volume as NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``) or MetaImage (``.mha``), atomically.
 
@@ -994,6 +1397,8 @@ def write_volume(
         LPS position of the first voxel (SimpleITK order); default (0, 0, 0).
     direction : 9 floats, optional
         SimpleITK direction cosines; default identity.
+    overwrite : bool
+        Replace an existing file (atomically). Default False: an existing file is never replaced.
 
     Returns
     -------
@@ -1005,6 +1410,8 @@ def write_volume(
     CTWriteError
         Unknown extension, NaN/Inf, bad shape/spacing/direction, or the file cannot be written (the
         destination is then untouched).
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False (nothing written).
     """
     path = Path(path)
     name = path.name.lower()
@@ -1014,6 +1421,11 @@ def write_volume(
     arr = _check_hu_array(hu, str(path))
     sp = _check_spacing(spacing, str(path))
     d = _check_direction(direction)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path} already exists; nothing was written. Choose another file name, or ask to replace it "
+            "(overwrite=True; CLI: --overwrite)."
+        )
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     elif arr.dtype.kind == "f":
