@@ -10,6 +10,13 @@ without lesions) as ``(ldct (1,H,W), ndct (1,H,W), target)`` tensors on the netw
 optionally as random crops; :func:`collate_slices` batches them for the denoiser and the torchvision
 Faster R-CNN detector.
 
+Training sources (``TrainConfig.train_data``): ``sample:<case>``, a CT path with ``boxes.csv`` beside it, an
+``.npz``, or a data set manifest split ``manifest:/path/dataset.json#train`` (``#val``, ``#test``, ``#all``)
+written by ``lidnet dataset index`` (:mod:`src_training.datasets`); :func:`prepare_cases` expands a
+manifest split into one ``manifest:PATH#case=<id>`` source per case (:func:`expand_sources`). For data
+sets larger than memory use :class:`src_training.datasets.StreamingSliceDataset` (same items, slices read
+from disk).
+
 Training data follow the paper (Chen et al., ACM MM 2021, arXiv:2104.08845, Sec. 4.1): LDCT simulated
 from NDCT (Poisson noise at incident flux N0 in the projection domain), 2-D slices, lesion boxes as
 detection targets.
@@ -164,7 +171,10 @@ def load_source(
         ``"sample:<case>"`` (bundled sample, :func:`src_training.sample.load_sample_case`), an ``.npz``
         with ``hu (z,y,x)``, ``spacing (3,)``, ``boxes (n,5: slice,x0,y0,x1,y1)``, or a CT path (DICOM
         folder/file, NIfTI/NRRD/MHA) with its boxes in ``boxes.csv`` inside the folder or
-        ``<file>.boxes.csv`` beside the file.
+        ``<file>.boxes.csv`` beside the file, or a data set manifest case ``"manifest:PATH#case=<id>"``
+        (:func:`src_training.datasets.load_manifest_case`; a split source ``"manifest:PATH#train"``
+        (``#val``, ``#test``, ``#all``) is accepted by :func:`prepare_cases`, which expands it with
+        :func:`expand_sources`, and here only when the split holds one case).
     require_boxes : bool
         Raise if a CT path has no boxes CSV (LIDnet needs lesion boxes); otherwise return no boxes.
 
@@ -176,6 +186,10 @@ def load_source(
         Unreadable CT / npz, invalid boxes.
     """
     source = str(source).strip()
+    if source.lower().startswith("manifest:"):
+        from .datasets import load_manifest_case
+
+        return load_manifest_case(source)
     if source.lower().startswith("sample:"):
         from .sample import load_sample_case
 
@@ -349,8 +363,29 @@ def prepare_cases(config, cache_dir: Optional[str | os.PathLike] = None) -> list
             synthetic_nodules_per_slice=config.synthetic_nodules_per_slice,
             cache_dir=cache,
         )
-        for src in config.train_data
+        for src in expand_sources(config.train_data)
     ]
+
+
+def expand_sources(sources: Sequence[str]) -> list[str]:
+    """Training sources with every ``manifest:PATH#split`` replaced by its cases
+    (``manifest:PATH#case=<id>``, :func:`src_training.datasets.manifest_case_sources`); other sources
+    unchanged, order kept.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable manifest or an empty split.
+    """
+    out: list[str] = []
+    for src in sources:
+        if str(src).strip().lower().startswith("manifest:"):
+            from .datasets import manifest_case_sources
+
+            out.extend(manifest_case_sources(str(src).strip()))
+        else:
+            out.append(str(src))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- dataset
@@ -462,16 +497,18 @@ class SliceDataset(Dataset):
         """Set the epoch used by ``dataset[i]`` to draw crops (``dataset[(i, epoch)]`` overrides it)."""
         self.epoch = int(epoch)
 
+    def _slice_arrays(self, ci: int, z: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """NDCT (H, W) HU, LDCT (H, W) HU and boxes (n, 4) of slice ``z`` of case ``ci`` (the hook
+        :class:`src_training.datasets.StreamingSliceDataset` overrides to read from disk)."""
+        case = self.cases[ci]
+        return case.ndct_hu[z], case.ldct_hu[z], case.boxes.get(z, np.zeros((0, 4), np.float32))
+
     def __getitem__(self, item):
         if isinstance(item, (tuple, list)):
             i, epoch = int(item[0]), int(item[1])
         else:
             i, epoch = int(item), self.epoch
-        ci, z = self.index[i]
-        case = self.cases[ci]
-        nd = case.ndct_hu[z]
-        ld = case.ldct_hu[z]
-        boxes = case.boxes.get(z, np.zeros((0, 4), np.float32))
+        nd, ld, boxes = self._slice_arrays(*self.index[i])
         h, w = nd.shape
         cs = self.crop_size
         if cs is not None and (cs < h or cs < w):
