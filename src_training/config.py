@@ -27,6 +27,11 @@ from .models.denoisers import DENOISERS
 DENOISER_NAMES = tuple(DENOISERS)
 DETECTOR_BACKBONES = ("resnet50", "resnet34", "resnet18")  # as models.detector.BACKBONES
 OPTIMIZERS = ("adam", "sgd")
+FORMS = ("cnn", "gan")  # LIDnet's CNN form (Eq. 8) or GAN form (Eq. 5, WGAN-GP critic of Eq. 7)
+STRATEGIES = ("collaborative", "simultaneous")  # Algorithm 1, or the ablation of Fig. 3
+PERCEPTUALS = ("roi", "global", "none")  # Eq. 4 in the top-K proposals, over whole FPN maps, or dropped
+BASELINE_LOSSES = ("mae", "published")  # baseline trained with MAE (paper) or its own published loss
+TASK_NETWORKS = ("detector", "segmentation")  # TOD-Net's frozen downstream network
 
 
 @dataclass
@@ -85,13 +90,60 @@ class TrainConfig:
     checkpoint_every : int
         Save ``trainer_state.pt`` every this many steps (0 = only at stop/end).
     train_data : list of str
-        Training sources: ``"sample:<case>"``, a CT path (boxes CSV beside it) or an ``.npz``.
+        Training sources: ``"sample:<case>"``, a CT path (boxes CSV beside it), an ``.npz``, or a dataset
+        manifest written by ``lidnet dataset index``: ``"manifest:PATH#train"`` (``#val``, ``#test``, ``#all``,
+        ``#case=<id>``; see :mod:`src_training.datasets`).
+    streaming : bool
+        Stream slices from per-case float32 ``.npy`` caches on disk (memory-mapped;
+        :class:`src_training.datasets.StreamingSliceDataset`) instead of holding every case in memory.
+        Use it for datasets larger than RAM. Same items, same order as the in-memory dataset.
     cache_dir : str or None
         Folder caching simulated low-dose volumes; ``None`` = ``RUN_DIR/ldct_cache``.
     num_workers : int
         DataLoader worker processes (0 = load in the training process).
     log_every : int
         Write every n-th ``step`` event to ``progress.jsonl`` (all events are still yielded).
+    amp : bool
+        Mixed precision on CUDA (``torch.autocast`` bf16 where the GPU supports it, else fp16 with a
+        GradScaler); ignored on the CPU/MPS. Default False (full fp32, as the paper).
+    form : str
+        ``"cnn"`` (Eq. 8, default) or ``"gan"``: LIDnet's GAN form (Eq. 5), the T2 denoiser loss gets the
+        adversarial term ``lambda_adv * (-mean C(F(x)))`` of a WGAN-GP critic C trained with Eq. 7.
+    lambda_gp : float
+        WGAN-GP gradient-penalty weight of Eq. 7 (paper and Gulrajani et al. 2017: 10).
+    lr_critic : float
+        Critic learning rate (paper: 4e-4; Adam, betas (0.5, 0.9) as WGAN-VGG).
+    critic_steps : int
+        Critic updates per denoiser step (WGAN-GP's n_critic; default 5 as Gulrajani et al. 2017,
+        Algorithm 1). The first uses the step's batch, the others the next batches of the data stream.
+    lambda_adv : float
+        Weight of the denoiser's adversarial term relative to the reconstruction loss (weight 1). The
+        paper gives no value; default 1e-3, the adversarial weight SRGAN (Ledig et al., CVPR 2017) uses
+        next to a unit-weight content loss, which keeps the unbounded WGAN score from dominating MAE on
+        the [0, 1] scale.
+    strategy : str
+        ``"collaborative"`` (Algorithm 1) or ``"simultaneous"`` (the ablation of Fig. 3): after the same
+        T1, ``rounds`` phases ``joint`` of ``t2 + t3`` steps each, so the total step count equals
+        Algorithm 1's ``t1 + rounds * (t2 + t3)``. Every joint step updates the denoiser with the frozen
+        detector (Eq. 8) and then the detector with the detection loss on the same batch's denoised
+        images F(x) (computed before the denoiser's update, detached), never on NDCT.
+    perceptual : str
+        ``"roi"`` (Eq. 4 in the top-K RPN proposals), ``"global"`` (the same mean squared feature
+        difference over the whole FPN maps, levels 0-3) or ``"none"`` (the lambda_1 term dropped).
+    baseline_loss : str
+        ``"mae"`` (default; the paper compares baselines trained with MAE) or ``"published"``: each
+        baseline with its own published loss (:mod:`src_training.baseline_losses`).
+    vgg_weights : str or None
+        Local VGG-19 weights file for published perceptual losses (never downloaded).
+    task_network : str
+        TOD-Net's frozen downstream network: ``"detector"`` (the Faster R-CNN, detection loss) or
+        ``"segmentation"`` (a small 2-D U-Net, Dice loss on ellipses inscribed in the lesion boxes).
+    task_weights : str or None
+        A ``detector.pt`` / ``segmenter.pt`` to load as the downstream network; ``None`` = train it on
+        NDCT for ``t1`` steps first (phase T1), then freeze it.
+    lambda_task : float
+        Weight of TOD-Net's task-oriented loss (default 5, LIDnet's lambda_2, so that TOD-Net with the
+        detector differs from LIDnet's CNN form only by the missing ROI term and T3).
     """
 
     denoiser: str = "redcnn"
@@ -121,8 +173,22 @@ class TrainConfig:
     checkpoint_every: int = 500
     train_data: list[str] = field(default_factory=list)
     cache_dir: Optional[str] = None
+    streaming: bool = False
     num_workers: int = 0
     log_every: int = 1
+    amp: bool = False
+    form: str = "cnn"
+    lambda_gp: float = 10.0
+    lr_critic: float = 4e-4
+    critic_steps: int = 5
+    lambda_adv: float = 1e-3
+    strategy: str = "collaborative"
+    perceptual: str = "roi"
+    baseline_loss: str = "mae"
+    vgg_weights: Optional[str] = None
+    task_network: str = "detector"
+    task_weights: Optional[str] = None
+    lambda_task: float = 5.0
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -216,14 +282,32 @@ class TrainConfig:
             isinstance(s, str) and s.strip() for s in self.train_data
         ):
             raise ConfigError(
-                f"Config 'train_data' must be a list of sources ('sample:<case>', a CT path or an .npz), "
+                f"Config 'train_data' must be a list of sources ('sample:<case>', a CT path, an .npz or "
+                f"'manifest:PATH#train'), "
                 f"got {self.train_data!r}."
             )
         self.train_data = [str(s) for s in self.train_data]
         if self.cache_dir is not None and not isinstance(self.cache_dir, str):
             raise ConfigError(f"Config 'cache_dir' must be a folder path or null, got {self.cache_dir!r}.")
+        if not isinstance(self.streaming, bool):
+            raise ConfigError(f"Config 'streaming' (read slices from disk) must be true or false, got {self.streaming!r}.")
         _int("num_workers", 0)
         _int("log_every", 1)
+        if not isinstance(self.amp, bool):
+            raise ConfigError(f"Config 'amp' (mixed precision on CUDA) must be true or false, got {self.amp!r}.")
+        _choice("form", FORMS)
+        _float("lambda_gp", 0.0, strict=False)
+        _float("lr_critic", 0.0, strict=True)
+        _int("critic_steps", 1)
+        _float("lambda_adv", 0.0, strict=False)
+        _choice("strategy", STRATEGIES)
+        _choice("perceptual", PERCEPTUALS)
+        _choice("baseline_loss", BASELINE_LOSSES)
+        _choice("task_network", TASK_NETWORKS)
+        for name in ("vgg_weights", "task_weights"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ConfigError(f"Config '{name}' must be a file path or null, got {getattr(self, name)!r}.")
+        _float("lambda_task", 0.0, strict=False)
         return self
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -5,7 +5,7 @@ arXiv:2104.08845).
 * :func:`roi_perceptual_loss` -- the ROI perceptual loss of Eq. 4: backbone features of the denoised
   image and of the normal-dose image are compared inside the top-K region proposals of the detector.
 * :func:`detection_loss` -- the detection loss of the (frozen) detector on the denoised image: the
-  sum of torchvision's Faster R-CNN losses (Eq. 5-7; third term of Eq. 8).
+  sum of torchvision's Faster R-CNN losses (RPN + box-head terms; third term of Eq. 8).
 * :func:`lidnet_generator_loss` -- Eq. 8, ``L = L_rec + lambda_1 L_roi + lambda_2 L_det``.
 
 All images are ``(B, 1, H, W)`` float32 tensors on the [0, 1] scale (HU clipped to the model's
@@ -134,7 +134,7 @@ def roi_perceptual_loss(
 
 
 def detection_loss(loss_dict: Mapping[str, Tensor]) -> Tensor:
-    """Sum of torchvision's Faster R-CNN losses (the detection loss, Eq. 5-7 of the LIDnet paper).
+    """Sum of torchvision's Faster R-CNN losses (the detection loss, third term of Eq. 8 of the LIDnet paper).
 
     Parameters
     ----------
@@ -201,3 +201,209 @@ def lidnet_generator_loss(
         "det": float(det.detach()),
     }
     return total, parts
+
+
+# ============================================================================ GAN form (Eq. 5, Eq. 7)
+
+
+def gradient_penalty(
+    critic: torch.nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    lambda_gp: float = 10.0,
+) -> Tensor:
+    """WGAN-GP gradient penalty (Gulrajani et al., NeurIPS 2017, Eq. 3; the penalty of LIDnet's Eq. 7).
+
+    ``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U(0, 1)`` per image, and
+
+    ``GP = lambda_gp * mean_i (||grad_x C(x_hat_i)||_2 - 1)^2``.
+
+    For a linear critic ``C(x) = <w, x>`` the gradient is ``w`` everywhere, so ``GP = lambda_gp *
+    (||w|| - 1)^2`` exactly.
+
+    Parameters
+    ----------
+    critic : nn.Module
+        Maps ``(B, C, H, W)`` to ``(B,)`` or ``(B, 1)`` scores.
+    real : Tensor (B, C, H, W)
+        NDCT images y ([0, 1] scale). Treated as constants (detached).
+    fake : Tensor (B, C, H, W)
+        Denoised images F(x), same shape. Treated as constants (detached).
+    generator : torch.Generator, optional
+        Source of ``eps`` (default: torch's global RNG, which the trainers save for exact resumption).
+    lambda_gp : float >= 0
+        The penalty weight (paper: 10).
+
+    Returns
+    -------
+    Tensor, scalar
+        The penalty, with a graph to the critic's parameters (``create_graph=True``).
+
+    Raises
+    ------
+    ValueError
+        If ``real`` and ``fake`` differ in shape.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: shapes differ, real {tuple(real.shape)} vs fake {tuple(fake.shape)}")
+    b = real.shape[0]
+    eps = torch.rand((b,) + (1,) * (real.dim() - 1), generator=generator, dtype=real.dtype, device="cpu")
+    eps = eps.to(real.device)
+    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
+    scores = critic(x_hat)
+    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
+    norms = grad.reshape(b, -1).norm(2, dim=1)
+    return float(lambda_gp) * ((norms - 1.0) ** 2).mean()
+
+
+def wgan_critic_loss(
+    critic: torch.nn.Module,
+    real: Tensor,
+    fake: Tensor,
+    *,
+    lambda_gp: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Critic loss of WGAN-GP, LIDnet's Eq. 7: ``L_C = E[C(F(x))] - E[C(y)] + GP``.
+
+    Parameters
+    ----------
+    critic : nn.Module
+        ``(B, 1, H, W) -> (B,)`` scores.
+    real, fake : Tensor (B, 1, H, W), [0, 1]
+        NDCT y and denoised F(x) (detached: the denoiser is not updated by this loss).
+    lambda_gp : float
+        Gradient-penalty weight (paper: 10).
+    generator : torch.Generator, optional
+        RNG of the interpolation weights (see :func:`gradient_penalty`).
+
+    Returns
+    -------
+    (Tensor, dict)
+        The loss (to minimise over the critic) and floats ``{"critic", "gp", "wdist"}`` where ``wdist =
+        E[C(y)] - E[C(F(x))]`` is the critic's estimate of the Wasserstein-1 distance.
+    """
+    s_real = critic(real.detach()).reshape(-1).mean()
+    s_fake = critic(fake.detach()).reshape(-1).mean()
+    gp = gradient_penalty(critic, real, fake, generator, lambda_gp=lambda_gp)
+    loss = s_fake - s_real + gp
+    return loss, {"critic": float(loss.detach()), "gp": float(gp.detach()), "wdist": float((s_real - s_fake).detach())}
+
+
+def wgan_generator_loss(scores_fake: Tensor) -> Tensor:
+    """Adversarial term of the denoiser (generator) in LIDnet's GAN form (Eq. 5): ``-E[C(F(x))]``.
+
+    Parameters
+    ----------
+    scores_fake : Tensor (B,) or (B, 1)
+        Critic scores of the denoised batch, with a graph to the denoiser.
+
+    Returns
+    -------
+    Tensor, scalar
+        ``-mean(scores_fake)`` (unweighted; the trainer multiplies by ``lambda_adv``).
+    """
+    return -scores_fake.reshape(-1).mean()
+
+
+# ============================================================================ ablation: global perceptual
+
+
+def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mapping[str, Tensor]) -> Tensor:
+    """Global perceptual loss, the ablation of Eq. 4 without the proposals: the same mean squared
+    feature difference as :func:`roi_perceptual_loss`, over the whole FPN maps.
+
+    ``L_glob = (1/4) sum_{l in 0..3} mean(|T_l(F(x)) - T_l(y)|^2)`` (each FPN level weighs the same, as
+    the ROI loss averages boxes whichever level they pool from).
+
+    Parameters
+    ----------
+    feat_denoised : mapping str -> Tensor (B, d, h_l, w_l)
+        FPN features of the denoised batch (keys ``'0'..'3'``; ``'pool'`` ignored), with graph.
+    feat_ndct : mapping str -> Tensor (B, d, h_l, w_l)
+        FPN features of the NDCT batch (constants).
+
+    Returns
+    -------
+    Tensor, scalar
+
+    Raises
+    ------
+    ValueError
+        If a level is missing or shapes differ.
+    """
+    terms = []
+    for name in ROI_FEATURE_LEVELS:
+        if name not in feat_denoised or name not in feat_ndct:
+            raise ValueError(f"global_perceptual_loss: feature level '{name}' missing (have {list(feat_denoised)})")
+        a, b = feat_denoised[name], feat_ndct[name]
+        if a.shape != b.shape:
+            raise ValueError(f"global_perceptual_loss: level '{name}' shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+        terms.append(F.mse_loss(a, b.detach()))
+    return torch.stack(terms).mean()
+
+
+# ============================================================================ TOD-Net task losses
+
+
+def dice_loss(logits: Tensor, masks: Tensor, eps: float = 1.0) -> Tensor:
+    """Soft Dice loss of a binary segmentation (Milletari et al., V-Net, 3DV 2016, Eq. 1), the task loss
+    of the segmentation downstream network of TOD-Net (Zhang et al., MICCAI 2021).
+
+    ``L = 1 - mean_i (2 sum(p_i m_i) + eps) / (sum p_i + sum m_i + eps)``, ``p = sigmoid(logits)``,
+    per image i (an image without lesion and an empty prediction scores Dice 1).
+
+    Parameters
+    ----------
+    logits : Tensor (B, 1, H, W)
+        Segmenter output before the sigmoid.
+    masks : Tensor (B, 1, H, W), {0, 1} float
+        Lesion masks.
+    eps : float
+        Smoothing constant (pixels).
+
+    Returns
+    -------
+    Tensor, scalar in [0, 1]
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    """
+    if logits.shape != masks.shape:
+        raise ValueError(f"dice_loss: shapes differ, logits {tuple(logits.shape)} vs masks {tuple(masks.shape)}")
+    p = torch.sigmoid(logits).flatten(1)
+    m = masks.to(p.dtype).flatten(1)
+    dice = (2.0 * (p * m).sum(1) + eps) / (p.sum(1) + m.sum(1) + eps)
+    return 1.0 - dice.mean()
+
+
+def todnet_loss(recon: Tensor, task: Tensor, lambda_task: float) -> tuple[Tensor, dict[str, float]]:
+    """Task-oriented denoiser loss of TOD-Net (Zhang et al., "Task-Oriented Low-Dose CT Image Denoising",
+    MICCAI 2021): ``L = L_rec + lambda_task * L_task`` with ``L_task`` the loss of a frozen downstream
+    network on F(x). (TOD-Net adds this term to WGAN and VGG-perceptual terms; here it is added to the
+    project's MAE reconstruction loss so the comparison with LIDnet's Eq. 8 changes one thing.)
+
+    Parameters
+    ----------
+    recon, task : Tensor, scalar
+        :func:`recon_loss` and the task loss (:func:`detection_loss` or :func:`dice_loss`).
+    lambda_task : float >= 0
+
+    Returns
+    -------
+    (Tensor, dict)
+        Total with graph and floats ``{"total", "rec", "task"}``.
+
+    Raises
+    ------
+    ConfigError
+        If ``lambda_task`` is negative or not finite.
+    """
+    if not (float(lambda_task) >= 0.0 and float(lambda_task) < float("inf")):
+        raise ConfigError(f"lambda_task must be a finite number >= 0, got {lambda_task}.")
+    total = recon + float(lambda_task) * task
+    return total, {"total": float(total.detach()), "rec": float(recon.detach()), "task": float(task.detach())}

@@ -25,6 +25,7 @@ for T2/T3; ``step`` counts the completed steps of the current phase (1..``phase_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -46,11 +47,22 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import collate_slices
 from .device import auto_device
+from . import distributed as _dist
 from .errors import CheckpointError, ConfigError, LidnetError
-from .losses import detection_loss, lidnet_generator_loss, recon_loss, roi_perceptual_loss
+from .losses import (
+    detection_loss,
+    dice_loss,
+    global_perceptual_loss,
+    lidnet_generator_loss,
+    recon_loss,
+    roi_perceptual_loss,
+    todnet_loss,
+    wgan_critic_loss,
+    wgan_generator_loss,
+)
 
 EVENT_TYPES = ("step", "phase_start", "checkpoint", "paused", "stopped", "done", "error")
-PHASES = ("T1", "T2", "T3", "baseline")
+PHASES = ("T1", "T2", "T3", "baseline", "joint")
 
 STATE_FILE = "trainer_state.pt"
 DENOISER_FILE = "denoiser.pt"
@@ -61,7 +73,7 @@ STOP_FILE = "STOP"
 PAUSE_FILE = "PAUSE"
 
 #: Config keys that may differ between a saved trainer state and the resuming configuration.
-_RESUME_FREE_KEYS = ("device", "num_workers", "log_every", "checkpoint_every", "cache_dir")
+_RESUME_FREE_KEYS = ("device", "num_workers", "log_every", "checkpoint_every", "cache_dir", "amp", "streaming")
 
 
 # ============================================================================================ events
@@ -76,7 +88,8 @@ class ProgressEvent:
     event : str
         ``step``, ``phase_start``, ``checkpoint``, ``paused``, ``stopped``, ``done`` or ``error``.
     phase : str or None
-        ``T1``, ``T2``, ``T3`` or ``baseline`` (None for an error before training started).
+        ``T1``, ``T2``, ``T3``, ``joint`` (simultaneous-strategy ablation) or ``baseline`` (None for an
+        error before training started). TOD-Net runs use ``T1`` (downstream network on NDCT) and ``T2``.
     round : int
         0 for T1 / baseline / detector-only, 1..rounds for T2 and T3.
     step : int
@@ -89,7 +102,9 @@ class ProgressEvent:
         Steps of the whole run.
     losses : dict str -> float
         Losses of the step (``step`` events): T2 ``total, rec, roi, det`` (Eq. 8 parts) plus the four
-        detector losses; T1/T3 ``det`` plus the four; baseline ``rec``.
+        detector losses; T1/T3 ``det`` plus the four; baseline ``rec``. The GAN form adds ``adv`` (generator)
+        and ``critic``, ``gp``, ``wdist`` (Eq. 7); TOD-Net adds ``task``; a published baseline loss adds its
+        named parts.
     elapsed_s : float
         Seconds of training so far (including time before a resume).
     checkpoint : str or None
@@ -259,6 +274,14 @@ def _contract_set_frozen(module: nn.Module, frozen: bool) -> None:
     set_frozen(module, frozen)
 
 
+def _amp_dtype(device: torch.device, enabled: bool) -> Optional[torch.dtype]:
+    """Autocast dtype of mixed-precision training (``config.amp``): bfloat16 on a CUDA GPU that supports
+    it (no loss scaling needed), else float16 (with a GradScaler); None (fp32) when disabled or not CUDA."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 class _BatchStream:
     """Endless, resumable stream of batches.
 
@@ -267,9 +290,18 @@ class _BatchStream:
     deterministic too. The state is ``(epoch, batches consumed in the epoch)``; loader prefetching does
     not matter because resumption recomputes the order. With ``n >= batch_size`` the last incomplete
     batch of an epoch is dropped.
+
+    Multi-process (``world_size > 1``, torchrun), as ``torch.utils.data.DistributedSampler``: every rank
+    draws the same epoch permutation and takes the interleaved shard ``perm[rank::world_size]`` after the
+    permutation is cut to a multiple of ``world_size`` (at most ``world_size - 1`` slices, different ones
+    each epoch, are left out; with ``n < world_size`` it is repeated cyclically instead), so the shards are
+    disjoint and every rank has the same number of batches of ``batch_size`` (effective batch
+    ``batch_size x world_size``). ``world_size == 1`` is exactly the single-process stream.
+    ``pin_memory`` pins the batches for fast host-to-GPU copies (use with a CUDA device).
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0):
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0, *,
+                 rank: int = 0, world_size: int = 1, pin_memory: bool = False):
         self.dataset = dataset
         self.n = len(dataset)  # type: ignore[arg-type]
         if self.n == 0:
@@ -277,21 +309,32 @@ class _BatchStream:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.num_workers = int(num_workers)
+        self.rank, self.world_size = int(rank), int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"Rank {rank} is outside 0..{world_size - 1}.")
+        self.pin_memory = bool(pin_memory)
+        #: Slices of one rank per epoch (n when single-process).
+        self.n_local = self.n // self.world_size if self.n >= self.world_size else 1
         self.epoch = 0
         self.pos = 0
         self._it = None
 
     @property
     def batches_per_epoch(self) -> int:
-        """Batches per epoch: ``n // batch_size`` (incomplete batch dropped), or 1 when n < batch_size."""
-        return max(1, self.n // self.batch_size)
+        """Batches per epoch (per rank): ``n_local // batch_size`` (incomplete batch dropped), or 1 when
+        ``n_local < batch_size``; ``n_local = n`` single-process."""
+        return max(1, self.n_local // self.batch_size)
 
     def _batches(self, epoch: int) -> list[list[tuple[int, int]]]:
         g = torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + 17)
         perm = torch.randperm(self.n, generator=g).tolist()
-        bs = self.batch_size
-        if self.n >= bs:
-            chunks = [perm[i:i + bs] for i in range(0, self.n - bs + 1, bs)]
+        ws = self.world_size
+        if ws > 1:  # this rank's shard (DistributedSampler semantics, see the class docstring)
+            perm = perm[: self.n_local * ws] if self.n >= ws else (perm * ws)[:ws]
+            perm = perm[self.rank::ws]
+        n, bs = len(perm), self.batch_size
+        if n >= bs:
+            chunks = [perm[i:i + bs] for i in range(0, n - bs + 1, bs)]
         else:
             chunks = [perm]
         return [[(i, epoch) for i in c] for c in chunks]
@@ -303,13 +346,14 @@ class _BatchStream:
             epoch, pos = epoch + 1, 0
 
     def _make_iter(self):
-        gen = torch.Generator().manual_seed(self.seed * 31 + self.epoch * 1009 + self.pos)
+        gen = torch.Generator().manual_seed(self.seed * 31 + self.epoch * 1009 + self.pos + self.rank * 1000003)
         loader = DataLoader(
             self.dataset,
             batch_sampler=self._sampler(self.epoch, self.pos),
             collate_fn=collate_slices,
             num_workers=self.num_workers,
             generator=gen,
+            pin_memory=self.pin_memory,
         )
         return iter(loader)
 
@@ -324,7 +368,8 @@ class _BatchStream:
         return batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(self.epoch), "pos": int(self.pos), "n": int(self.n), "batch_size": self.batch_size}
+        return {"epoch": int(self.epoch), "pos": int(self.pos), "n": int(self.n), "batch_size": self.batch_size,
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if int(state["n"]) != self.n or int(state["batch_size"]) != self.batch_size:
@@ -332,6 +377,13 @@ class _BatchStream:
                 f"The trainer state was saved for {state['n']} training slices in batches of {state['batch_size']}, "
                 f"but the data now have {self.n} slices in batches of {self.batch_size}: resume with the same "
                 f"training data and configuration."
+            )
+        saved_ws = int(state.get("world_size", 1))
+        if saved_ws != self.world_size:
+            raise CheckpointError(
+                f"The trainer state was saved by a training with {saved_ws} process(es) but this one has "
+                f"{self.world_size}: resume with the same number of processes (torchrun --nnodes x "
+                f"--nproc_per_node = {saved_ws}), since the data shards and the effective batch depend on it."
             )
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self.close()
@@ -382,7 +434,12 @@ class _TrainerBase:
                 f"{tuple(config.hu_range)}; build the SliceDataset with config.hu_range."
             )
         self.dataset = dataset
-        self.device = torch.device(device) if device is not None else auto_device(config.device)
+        # Under torchrun: joins the process group; CUDA becomes cuda:LOCAL_RANK (see distributed.py).
+        self._dist = _dist.init_distributed(torch.device(device) if device is not None else auto_device(config.device))
+        self.device = self._dist.device
+        self._dist_started = False
+        self._amp_dtype = _amp_dtype(self.device, config.amp)
+        self._scalers: dict[int, Any] = {}
         self.run_dir = Path(run_dir) if run_dir is not None else None
         seed_everything(config.seed)
         self.denoiser: Optional[nn.Module] = None
@@ -419,7 +476,10 @@ class _TrainerBase:
         self._elapsed_before = 0.0
         self._resumed = False
         self._stop = threading.Event()
-        self._stream = _BatchStream(dataset, config.batch_size, config.seed, config.num_workers)
+        self._stream = _BatchStream(
+            dataset, config.batch_size, config.seed, config.num_workers, rank=self._dist.rank,
+            world_size=self._dist.world_size, pin_memory=self.device.type == "cuda",
+        )
         self._t0 = time.monotonic()
         self._progress_fh = None
         self._log_count = 0
@@ -487,17 +547,68 @@ class _TrainerBase:
             self._freeze(self.detector, not train_detector, self._detector_mask)
 
     def _optimizer_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module) -> None:
-        if not torch.isfinite(loss.detach()):
-            raise LidnetError(
-                f"Training diverged at step {self.global_step + 1} (loss = {float(loss)}). Lower the learning rate "
-                f"(lr_detector {self.config.lr_detector:g}, lr_denoiser {self.config.lr_denoiser:g}), try "
-                f"detector_optimizer 'sgd' or set grad_clip_norm, then resume from the last checkpoint."
-            )
+        """Back-propagate ``loss`` and update ``module`` with ``opt`` (any network: denoiser, detector, critic...).
+
+        Order: divergence check, ``zero_grad``, backward (loss scaled by a per-optimizer GradScaler with
+        fp16 AMP), gradient averaging over the ranks under torchrun, unscale, ``grad_clip_norm``, step.
+
+        Multi-process: the gradients of ``module``'s trainable parameters (and the running statistics of
+        its BatchNorm layers in training mode) are averaged here with one explicit, flattened all-reduce
+        (:func:`src_training.distributed.average_gradients_`) rather than by wrapping the networks in
+        DistributedDataParallel, because DDP cannot express LIDnet's paths: the frozen detector is called
+        through ``losses_and_rpn``/``rpn_topk`` (not ``forward``), networks are frozen and unfrozen per
+        phase (DDP fixes its synchronised parameters at wrap time), the WGAN-GP critic needs
+        ``autograd.grad`` (double backward, unsupported by DDP) and is called several times per step, and
+        checkpoints keep the bare modules. Every rank calls this for the same module at the same step
+        (lockstep schedule), so the collectives match. The divergence check is agreed too: a non-finite
+        loss on any rank stops every rank.
+
+        Raises
+        ------
+        LidnetError
+            The loss is NaN/inf (on any rank): training diverged.
+        """
+        local_bad = not bool(torch.isfinite(loss.detach()))
+        if local_bad and not self._dist.enabled:
+            raise self._diverged(loss)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler = self._grad_scaler(opt)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self._dist.enabled and _dist.average_gradients_(module, local_nonfinite=local_bad):
+            raise self._diverged(loss)
+        if scaler is not None:
+            scaler.unscale_(opt)
         if self.config.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], self.config.grad_clip_norm)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)  # skipped (and the scale lowered) when the fp16 gradients overflowed
+            scaler.update()
+        else:
+            opt.step()
+
+    def _diverged(self, loss: torch.Tensor) -> LidnetError:
+        rank = f" on rank {self._dist.rank}" if self._dist.enabled else ""
+        return LidnetError(
+            f"Training diverged at step {self.global_step + 1} (loss = {float(loss.detach())}{rank}). Lower the learning rate "
+            f"(lr_detector {self.config.lr_detector:g}, lr_denoiser {self.config.lr_denoiser:g}), try "
+            f"detector_optimizer 'sgd' or set grad_clip_norm, then resume from the last checkpoint."
+        )
+
+    def _grad_scaler(self, opt: torch.optim.Optimizer):
+        """The GradScaler of ``opt`` with fp16 autocast (one per optimizer, so several optimizers may step
+        in one training step); None otherwise (fp32, or bf16 which needs no loss scaling)."""
+        if self._amp_dtype != torch.float16:
+            return None
+        key = id(opt)
+        if key not in self._scalers:
+            self._scalers[key] = torch.amp.GradScaler("cuda")
+        return self._scalers[key]
+
+    def _autocast(self):
+        """``torch.autocast`` context of a training step with ``config.amp`` on CUDA; a null context otherwise."""
+        if self._amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self._amp_dtype)
 
     def _to_device(self, batch):
         ldct, ndct, targets = batch
@@ -505,8 +616,41 @@ class _TrainerBase:
         return (
             ldct.to(dev, non_blocking=True),
             ndct.to(dev, non_blocking=True),
-            [{k: v.to(dev) for k, v in t.items()} for t in targets],
+            [{k: v.to(dev, non_blocking=True) for k, v in t.items()} for t in targets],
         )
+
+    # ------------------------------------------------------------------ multi-process
+    def _modules_to_sync(self) -> list[nn.Module]:
+        """Every network attribute of the trainer (denoiser, detector, critic, segmenter, ...)."""
+        seen, out = set(), []
+        for v in vars(self).values():
+            if isinstance(v, nn.Module) and id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+        return out
+
+    def _start_distributed(self) -> None:
+        """Once, before the first step under torchrun: copy rank 0's networks to every rank (as DDP does at
+        wrap time; covers networks a subclass built after this base class) and, on a fresh run, give ranks
+        > 0 their own global RNG stream (RPN/ROI sampling). A resumed run restores each rank's RNG instead."""
+        if not self._dist.enabled or self._dist_started:
+            return
+        for module in self._modules_to_sync():
+            _dist.broadcast_module_(module)
+        if not self._resumed and self._dist.rank > 0:
+            seed_everything(self.config.seed + 1000003 * self._dist.rank)
+        self._dist_started = True
+
+    def _agreed_flags(self) -> tuple[bool, bool]:
+        """(stop, pause): this process's STOP request/file and PAUSE file, OR-ed over all ranks under
+        torchrun (one small all-reduce), so every rank stops or pauses at the same step."""
+        return _dist.any_flags(self.stop_requested, self._pause_file_exists())
+
+    def _restore_rank_rng(self, state: dict[str, Any]) -> None:
+        """Under torchrun, restore this rank's RNG state (``rng_ranks`` written by :meth:`save`)."""
+        ranks = state.get("rng_ranks")
+        if self._dist.enabled and isinstance(ranks, (list, tuple)) and len(ranks) == self._dist.world_size:
+            _set_rng_state(ranks[self._dist.rank])
 
     # ------------------------------------------------------------------ files
     def _elapsed(self) -> float:
@@ -527,7 +671,12 @@ class _TrainerBase:
         )
 
     def _log(self, ev: ProgressEvent, write: bool = True) -> ProgressEvent:
-        if write and self.run_dir is not None:
+        """Append ``ev`` to ``progress.jsonl`` when ``write``; returns ``ev``. Under torchrun only rank 0
+        writes, except ``error`` events, which any rank writes (message prefixed ``[rank r]``) so that a
+        failure on another rank reaches the progress file."""
+        if write and self.run_dir is not None and (self._dist.is_main or ev.event == "error"):
+            if not self._dist.is_main:
+                ev = ProgressEvent(**{**asdict(ev), "message": f"[rank {self._dist.rank}] {ev.message}"})
             if self._progress_fh is None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 self._progress_fh = open(self.run_dir / PROGRESS_FILE, "a", encoding="utf-8")
@@ -595,6 +744,9 @@ class _TrainerBase:
         if self.detector is not None:
             models["detector"] = _cpu_state_dict(self.detector)
             opts["detector"] = self.opt_detector.state_dict()
+        for name, (module, opt) in getattr(self, "_aux_modules", {}).items():  # critic, segmenter
+            models[name] = _cpu_state_dict(module)
+            opts[name] = opt.state_dict()
         return {
             "kind": "trainer_state",
             "method": self.method,
@@ -616,7 +768,20 @@ class _TrainerBase:
             if self.run_dir is None:
                 raise LidnetError("No run folder: give a path to save the trainer state.")
             path = self.run_dir / STATE_FILE
-        return save_checkpoint(path, self.state_dict())
+        if not self._dist.enabled:
+            return save_checkpoint(path, self.state_dict())
+        # torchrun: every rank must call save() at the same step (collective); rank 0 writes the file with
+        # every rank's RNG state ("rng_ranks") so that each rank resumes its own random stream.
+        rng_ranks = _dist.all_gather_object(_rng_state())
+        if self._dist.is_main:
+            state = self.state_dict()
+            state["rng_ranks"] = rng_ranks
+            save_checkpoint(path, state)
+        return Path(path)
+
+    def _save_models_main(self) -> list[Path]:
+        """:meth:`save_models` on rank 0 (the networks are identical on every rank); [] on other ranks."""
+        return self.save_models() if self._dist.is_main else []
 
     def resume(self, path: str | os.PathLike) -> None:
         """Load a ``trainer_state.pt`` so that :meth:`run` continues exactly where it stopped.
@@ -640,7 +805,8 @@ class _TrainerBase:
                 f"{path} was saved by a '{state.get('method')}' training, not '{self.method}'; resume with the same "
                 f"method."
             )
-        saved = dict(state.get("config", {}))
+        # Keys added to TrainConfig after the state was saved compare with their defaults.
+        saved = {**TrainConfig().to_dict(), **dict(state.get("config", {}))}
         now = self.config.to_dict()
         diff = sorted(k for k in set(saved) | set(now) if k not in _RESUME_FREE_KEYS and saved.get(k) != now.get(k))
         if diff:
@@ -658,6 +824,9 @@ class _TrainerBase:
             if self.detector is not None:
                 self.detector.load_state_dict(state["models"]["detector"])
                 self.opt_detector.load_state_dict(state["optimizers"]["detector"])
+            for name, (module, opt) in getattr(self, "_aux_modules", {}).items():
+                module.load_state_dict(state["models"][name])
+                opt.load_state_dict(state["optimizers"][name])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: the saved networks do not match this configuration ({exc}).") from exc
         self._stream.load_state_dict(state["data"])
@@ -667,28 +836,35 @@ class _TrainerBase:
         self._elapsed_before = float(state.get("elapsed_s", 0.0))
         self._t0 = time.monotonic()
         _set_rng_state(state["rng"])
+        self._restore_rank_rng(state)
         self._resumed = True
 
     # ------------------------------------------------------------------ the loop
     def _wait_while_paused(self, phase: _Phase) -> Iterator[ProgressEvent]:
-        if not self._pause_file_exists() or self.stop_requested:
-            return
+        """Yield a ``paused`` event and wait (no compute) until the PAUSE file is gone or a stop is asked
+        for (both agreed over the ranks); returns (``yield from`` value) whether to stop."""
         yield self._log(self._event("paused", phase, message=f"paused: remove {self.run_dir / PAUSE_FILE} to continue"))
         t_pause = time.monotonic()
-        while self._pause_file_exists() and not self.stop_requested:
+        while True:
+            stop, pause = self._agreed_flags()
+            if stop or not pause:
+                break
             time.sleep(0.1)
         # Paused time does not count as training time.
         self._t0 += time.monotonic() - t_pause
+        return stop
 
     def _stop_now(self, phase: Optional[_Phase]) -> Iterator[ProgressEvent]:
         ckpt = None
         if self.run_dir is not None:
             ckpt = self.save()
-            self.save_models()
-            try:
-                (self.run_dir / STOP_FILE).unlink()
-            except FileNotFoundError:
-                pass
+            self._save_models_main()
+            if self._dist.is_main:
+                try:
+                    (self.run_dir / STOP_FILE).unlink()
+                except FileNotFoundError:
+                    pass
+            _dist.barrier()  # no rank sees the old STOP file after this
         self._stop.clear()
         yield self._log(
             self._event(
@@ -719,6 +895,7 @@ class _TrainerBase:
         self._t0 = time.monotonic()
         phase: Optional[_Phase] = self.schedule[self.phase_index] if not self.finished else None
         try:
+            self._start_distributed()
             while not self.finished:
                 phase = self.schedule[self.phase_index]
                 msg = f"phase {phase.name}" + (f" round {phase.round}" if phase.round else "")
@@ -728,14 +905,18 @@ class _TrainerBase:
                 yield self._log(self._event("phase_start", phase, message=msg))
                 index = self.phase_index
                 while self.phase_index == index:
-                    if not self.stop_requested:
-                        yield from self._wait_while_paused(phase)
-                    if self.stop_requested:
+                    stop, pause = self._agreed_flags()
+                    if pause and not stop:
+                        stop = yield from self._wait_while_paused(phase)
+                    if stop:
                         yield from self._stop_now(phase)
                         return
                     self._modes(*self._phase_modes(phase))
                     batch = self._to_device(self._stream.next())
-                    losses = self._train_step(phase, batch)
+                    with self._autocast():
+                        losses = self._train_step(phase, batch)
+                    if self._dist.enabled:  # the logged losses are the mean over the ranks
+                        losses = _dist.mean_values(losses)
                     self.phase_step += 1
                     self.global_step += 1
                     done_in_phase = self.phase_step
@@ -757,7 +938,7 @@ class _TrainerBase:
             ckpt = None
             if self.run_dir is not None:
                 self.save()
-                paths = self.save_models()
+                paths = self._save_models_main()
                 ckpt = str(paths[0]) if paths else None
             last = self.schedule[-1] if self.schedule else None
             yield self._log(
@@ -793,12 +974,79 @@ class _TrainerBase:
         return list(self.run())
 
 
-class CollaborativeTrainer(_TrainerBase):
+class _CriticMixin:
+    """WGAN-GP critic machinery shared by LIDnet's GAN form (Eq. 5 and Eq. 7) and the adversarial
+    published baseline losses.
+
+    Each denoiser step first makes ``config.critic_steps`` critic updates on the step's batch (the
+    denoised images recomputed without gradient, a fresh interpolation weight per image for the
+    gradient penalty each time), loss :func:`~src_training.losses.wgan_critic_loss`; then the denoiser
+    loss gets ``lambda_adv * (-mean C(F(x)))`` with the critic frozen. The critic is
+    :class:`src_training.models.critic.Critic` with Adam(``lr_critic``, betas (0.5, 0.9) as WGAN-VGG);
+    both are saved in ``trainer_state.pt`` (``models["critic"]``, ``optimizers["critic"]``).
+    """
+
+    critic: Optional[nn.Module] = None
+    opt_critic: Optional[torch.optim.Optimizer] = None
+
+    def _register_aux(self, name: str, module: nn.Module, opt: torch.optim.Optimizer) -> None:
+        """Save ``module`` and ``opt`` in the trainer state under ``name`` (see :meth:`state_dict`)."""
+        if not hasattr(self, "_aux_modules"):
+            self._aux_modules: dict[str, tuple[nn.Module, torch.optim.Optimizer]] = {}
+        self._aux_modules[name] = (module, opt)
+
+    def _init_critic(self, critic: Optional[nn.Module] = None) -> None:
+        from .models.critic import build_critic
+
+        self.critic = (critic if critic is not None else build_critic()).to(self.device)
+        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=self.config.lr_critic, betas=(0.5, 0.9))
+        self._register_aux("critic", self.critic, self.opt_critic)
+
+    def _critic_updates(self, ldct: torch.Tensor, ndct: torch.Tensor) -> dict[str, float]:
+        """``config.critic_steps`` critic updates (Eq. 7); returns the last update's ``critic, gp, wdist``."""
+        self.critic.train(True)
+        for p in self.critic.parameters():
+            p.requires_grad_(True)
+        with torch.no_grad():
+            fake = self.denoiser(ldct)
+        parts: dict[str, float] = {}
+        for _ in range(self.config.critic_steps):
+            loss, parts = wgan_critic_loss(self.critic, ndct, fake, lambda_gp=self.config.lambda_gp)
+            self._optimizer_step(self.opt_critic, loss, self.critic)
+        return parts
+
+    def _with_adversarial(
+        self, total: torch.Tensor, parts: dict[str, float], denoised: torch.Tensor, weight: float
+    ) -> torch.Tensor:
+        """``total + weight * (-mean C(F(x)))`` with the critic frozen; adds ``adv`` to ``parts`` and
+        updates ``parts["total"]``."""
+        for p in self.critic.parameters():
+            p.requires_grad_(False)
+        adv = wgan_generator_loss(self.critic(denoised))
+        total = total + float(weight) * adv
+        parts["adv"] = float(adv.detach())
+        parts["total"] = float(total.detach())
+        return total
+
+
+class CollaborativeTrainer(_CriticMixin, _TrainerBase):
     """LIDnet's collaborative training, Algorithm 1 of Chen et al. (ACM MM 2021, arXiv:2104.08845).
 
     Schedule: T1 detector steps on NDCT, then ``config.rounds`` x (T2 denoiser steps with the frozen
     detector, loss Eq. 8; T3 detector steps on the frozen denoiser's output). ``rounds = 0`` trains only
     the detector on NDCT (see also :class:`DetectorTrainer`).
+
+    Variants selected in the configuration:
+
+    * ``form="gan"``: LIDnet's GAN form (Eq. 5): in T2, ``critic_steps`` WGAN-GP critic updates (Eq. 7)
+      precede every denoiser step, whose loss is Eq. 8 plus ``lambda_adv * (-mean C(F(x)))`` (see
+      :class:`_CriticMixin`). Step losses add ``adv``, ``critic``, ``gp``, ``wdist``.
+    * ``strategy="simultaneous"`` (ablation, Fig. 3): after T1, ``rounds`` phases ``joint`` of ``t2 + t3``
+      steps (same total as Algorithm 1). Each joint step makes one denoiser update (Eq. 8, detector
+      frozen) and then one detector update with the detection loss on the same batch's F(x) as computed
+      before the denoiser update (detached); loss ``det_update``.
+    * ``perceptual="global"`` / ``"none"``: the ``roi`` term is the global feature loss
+      (:func:`~src_training.losses.global_perceptual_loss`) or dropped (reported as 0).
 
     Parameters
     ----------
@@ -814,6 +1062,8 @@ class CollaborativeTrainer(_TrainerBase):
         Default: ``auto_device(config.device)``.
     run_dir : path-like, optional
         Where ``progress.jsonl``, checkpoints and STOP/PAUSE files live; None = nothing written.
+    critic : nn.Module, optional
+        Prebuilt critic for ``form="gan"`` (default :func:`src_training.models.critic.build_critic`).
 
     Optimizers: Adam(lr_denoiser) for the denoiser; Adam or SGD (``config.detector_optimizer``) with
     lr_detector for the detector; both keep their state across phases.
@@ -833,12 +1083,24 @@ class CollaborativeTrainer(_TrainerBase):
     uses_denoiser = True
     uses_detector = True
 
+    def __init__(self, config, dataset, *, denoiser=None, detector=None, device=None, run_dir=None, critic=None):
+        super().__init__(config, dataset, denoiser=denoiser, detector=detector, device=device, run_dir=run_dir)
+        if self.config.form == "gan" and self.denoiser is not None:
+            self._init_critic(critic)
+
     def _schedule(self) -> list[_Phase]:
         c = self.config
         phases = [_Phase("T1", 0, c.t1)]
         for r in range(1, c.rounds + 1):
-            phases += [_Phase("T2", r, c.t2), _Phase("T3", r, c.t3)]
+            if c.strategy == "simultaneous":
+                phases.append(_Phase("joint", r, c.t2 + c.t3))
+            else:
+                phases += [_Phase("T2", r, c.t2), _Phase("T3", r, c.t3)]
         return phases
+
+    def _phase_modes(self, phase: _Phase) -> tuple[bool, bool]:
+        # A joint step starts with the denoiser update (detector frozen); _train_step switches.
+        return (True, False) if phase.name == "joint" else super()._phase_modes(phase)
 
     def _ndct_features(self, ndct: torch.Tensor):
         """Backbone/FPN features T(y) of the normal-dose batch, without gradient, in eval behaviour
@@ -864,9 +1126,34 @@ class CollaborativeTrainer(_TrainerBase):
         out.update({k: float(v.detach()) for k, v in loss_dict.items()})
         return out
 
+    def _denoiser_step(self, ldct, ndct, targets) -> tuple[dict[str, float], torch.Tensor]:
+        """One denoiser update with the frozen detector: Eq. 8 (CNN form) or Eq. 5 (GAN form).
+        Returns the losses and F(x) as computed before the update."""
+        c = self.config
+        extra = self._critic_updates(ldct, ndct) if self.critic is not None else {}
+        denoised = self.denoiser(ldct)
+        loss_dict, rpn = self.detector.losses_and_rpn(denoised, targets, c.k_proposals)
+        if c.perceptual == "none":
+            perc, lam = denoised.new_zeros(()), 0.0
+        else:
+            feat_nd = self._ndct_features(ndct)
+            if c.perceptual == "global":
+                perc = global_perceptual_loss(rpn.features, feat_nd)
+            else:
+                perc = roi_perceptual_loss(rpn.features, feat_nd, rpn.proposals, rpn.image_sizes)
+            lam = c.lambda_roi
+        rec = recon_loss(denoised, ndct)
+        det = detection_loss(loss_dict)
+        total, parts = lidnet_generator_loss(rec, perc, det, lam, c.lambda_det)
+        if self.critic is not None:
+            total = self._with_adversarial(total, parts, denoised, c.lambda_adv)
+        self._optimizer_step(self.opt_denoiser, total, self.denoiser)
+        parts.update({k: float(v.detach()) for k, v in loss_dict.items()})
+        parts.update(extra)
+        return parts, denoised.detach()
+
     def _train_step(self, phase: _Phase, batch) -> dict[str, float]:
         ldct, ndct, targets = batch
-        c = self.config
         if phase.name == "T1":
             return self._detector_losses(ndct, targets)
         if phase.name == "T3":
@@ -874,42 +1161,78 @@ class CollaborativeTrainer(_TrainerBase):
                 denoised = self.denoiser(ldct)
             return self._detector_losses(denoised.detach(), targets)
         if phase.name == "T2":
-            denoised = self.denoiser(ldct)
-            loss_dict, rpn = self.detector.losses_and_rpn(denoised, targets, c.k_proposals)
-            feat_nd = self._ndct_features(ndct)
-            roi = roi_perceptual_loss(rpn.features, feat_nd, rpn.proposals, rpn.image_sizes)
-            rec = recon_loss(denoised, ndct)
-            det = detection_loss(loss_dict)
-            total, parts = lidnet_generator_loss(rec, roi, det, c.lambda_roi, c.lambda_det)
-            self._optimizer_step(self.opt_denoiser, total, self.denoiser)
-            parts.update({k: float(v.detach()) for k, v in loss_dict.items()})
+            return self._denoiser_step(ldct, ndct, targets)[0]
+        if phase.name == "joint":
+            parts, denoised = self._denoiser_step(ldct, ndct, targets)
+            self._modes(False, True)
+            parts["det_update"] = self._detector_losses(denoised, targets)["det"]
             return parts
         raise LidnetError(f"Unknown phase {phase.name}")  # pragma: no cover
 
 
-class BaselineTrainer(_TrainerBase):
-    """The baseline denoiser: the same network trained with the reconstruction loss only (MAE, first
-    term of Eq. 8) for ``config.effective_baseline_steps`` steps (default ``t2 * rounds``, the denoiser
-    budget of LIDnet). Same events, STOP/PAUSE, checkpoints and resume as :class:`CollaborativeTrainer`;
-    writes ``denoiser.pt`` with ``method = "baseline"``. Parameters as :class:`CollaborativeTrainer`
-    (``detector`` is ignored)."""
+class BaselineTrainer(_CriticMixin, _TrainerBase):
+    """The baseline denoiser: the same network trained without the detector for
+    ``config.effective_baseline_steps`` steps (default ``t2 * rounds``, the denoiser budget of LIDnet).
+
+    ``config.baseline_loss``: ``"mae"`` (default) = the reconstruction loss only (MAE, first term of
+    Eq. 8; the paper's baseline comparison); ``"published"`` = the network's own published loss from
+    :func:`src_training.baseline_losses.published_loss` (``content_loss`` plus, when the published method
+    is adversarial, ``lambda_adv`` of that method times the WGAN-GP term of :class:`_CriticMixin`).
+    Step losses: ``rec`` (MAE) always; with ``published`` also ``total``, ``content``, the content
+    loss's parts and, if adversarial, ``adv, critic, gp, wdist``.
+
+    Same events, STOP/PAUSE, checkpoints and resume as :class:`CollaborativeTrainer`; writes
+    ``denoiser.pt`` with ``method = "baseline"``. Parameters as :class:`CollaborativeTrainer`
+    (``detector`` is ignored).
+
+    Raises
+    ------
+    ConfigError
+        ``baseline_loss="published"`` while :mod:`src_training.baseline_losses` is not installed.
+    """
 
     method = "baseline"
     uses_denoiser = True
     uses_detector = False
 
-    def __init__(self, config, dataset, *, denoiser=None, detector=None, device=None, run_dir=None):
+    def __init__(self, config, dataset, *, denoiser=None, detector=None, device=None, run_dir=None, critic=None):
         super().__init__(config, dataset, denoiser=denoiser, detector=None, device=device, run_dir=run_dir)
+        self.published = None
+        if self.config.baseline_loss == "published":
+            try:
+                from .baseline_losses import published_loss
+            except ImportError as exc:
+                raise ConfigError(
+                    "baseline_loss 'published' needs src_training/baseline_losses.py, which is missing from this "
+                    f"installation ({exc}); use baseline_loss 'mae' or update napari-lidnet."
+                ) from exc
+            self.published = published_loss(self.config.denoiser, vgg_weights=self.config.vgg_weights,
+                                             device=self.device)
+            if self.published.adversarial:
+                self._init_critic(critic)
 
     def _schedule(self) -> list[_Phase]:
         return [_Phase("baseline", 0, self.config.effective_baseline_steps)]
 
     def _train_step(self, phase: _Phase, batch) -> dict[str, float]:
         ldct, ndct, _ = batch
+        if self.published is None:
+            denoised = self.denoiser(ldct)
+            loss = recon_loss(denoised, ndct)
+            self._optimizer_step(self.opt_denoiser, loss, self.denoiser)
+            return {"rec": float(loss.detach())}
+        extra = self._critic_updates(ldct, ndct) if self.critic is not None else {}
         denoised = self.denoiser(ldct)
-        loss = recon_loss(denoised, ndct)
-        self._optimizer_step(self.opt_denoiser, loss, self.denoiser)
-        return {"rec": float(loss.detach())}
+        content, cparts = self.published.content_loss(denoised, ndct)
+        parts = {"total": float(content.detach()), "content": float(content.detach())}
+        parts.update({str(k): float(v) for k, v in cparts.items()})
+        total = content
+        if self.critic is not None:
+            total = self._with_adversarial(total, parts, denoised, self.published.lambda_adv)
+        self._optimizer_step(self.opt_denoiser, total, self.denoiser)
+        parts["rec"] = float(recon_loss(denoised.detach(), ndct))
+        parts.update(extra)
+        return parts
 
 
 class DetectorTrainer(CollaborativeTrainer):
@@ -928,7 +1251,152 @@ class DetectorTrainer(CollaborativeTrainer):
         return [_Phase("T1", 0, self.config.t1)]
 
 
-TRAINERS = {"lidnet": CollaborativeTrainer, "baseline": BaselineTrainer, "detector": DetectorTrainer}
+SEGMENTER_FILE = "segmenter.pt"
+
+
+class TODNetTrainer(CollaborativeTrainer):
+    """TOD-Net's task-oriented training (Zhang et al., "Task-Oriented Low-Dose CT Image Denoising", MICCAI
+    2021): a FROZEN downstream network guides the denoiser, ``L = L_rec + lambda_task * L_task``
+    (:func:`~src_training.losses.todnet_loss`; with ``form="gan"`` plus the WGAN-GP term as TOD-Net).
+
+    ``config.task_network``:
+
+    * ``"detector"``: the Faster R-CNN; ``L_task`` = its detection loss on F(x) (frozen, norm layers in
+      eval mode, as LIDnet's T2).
+    * ``"segmentation"``: a small 2-D U-Net (:mod:`src_training.models.segmenter`); ``L_task`` = Dice
+      loss (:func:`~src_training.losses.dice_loss`) of its logits on F(x) against lesion masks made in
+      the trainer from the target boxes: the ellipse inscribed in each box
+      (:func:`~src_training.models.segmenter.boxes_to_masks`). Frozen in eval mode.
+
+    Schedule: with ``config.task_weights`` (a ``detector.pt`` or ``segmenter.pt``) the downstream network
+    is loaded and the run is one phase T2 (round 1) of ``effective_baseline_steps`` denoiser steps (the
+    baseline's budget); without, a phase T1 first trains it on NDCT for ``t1`` steps (detector: Adam/SGD
+    as LIDnet's T1; U-Net: Adam(lr_detector), Dice loss). Writes ``denoiser.pt`` (``method =
+    "todnet"``) and the downstream network (``detector.pt`` or ``segmenter.pt``). Parameters as
+    :class:`CollaborativeTrainer`, plus ``segmenter`` (a prebuilt U-Net).
+
+    Raises
+    ------
+    CheckpointError
+        ``task_weights`` missing, corrupt or of the wrong kind/architecture.
+    """
+
+    method = "todnet"
+    uses_denoiser = True
+
+    def __init__(self, config, dataset, *, denoiser=None, detector=None, segmenter=None, device=None,
+                 run_dir=None, critic=None):
+        task = str(getattr(config, "task_network", "detector")).strip().lower()
+        weights = getattr(config, "task_weights", None)
+        self.uses_detector = task == "detector"
+        if self.uses_detector and detector is None and weights is not None:
+            from .models.detector import build_detector
+
+            detector = build_detector(getattr(config, "detector_backbone", "resnet50"), weights_path=weights)
+            weights = None  # loaded
+        super().__init__(config, dataset, denoiser=denoiser, detector=detector, device=device, run_dir=run_dir,
+                         critic=critic)
+        self.segmenter: Optional[nn.Module] = None
+        if not self.uses_detector:
+            from .models.segmenter import build_segmenter
+
+            self.segmenter = (segmenter if segmenter is not None else build_segmenter()).to(self.device)
+            self.opt_segmenter = torch.optim.Adam(self.segmenter.parameters(), lr=self.config.lr_detector)
+            self._register_aux("segmenter", self.segmenter, self.opt_segmenter)
+        if weights is not None:
+            self._load_task_weights(weights)
+
+    def _load_task_weights(self, path: str) -> None:
+        ckpt = load_checkpoint(path)
+        kind = "detector" if self.uses_detector else "segmenter"
+        net = self.detector if self.uses_detector else self.segmenter
+        sd = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+        if ckpt.get("kind") != kind or not isinstance(sd, dict):
+            raise CheckpointError(
+                f"task_weights {path} is not a {kind} checkpoint (kind={ckpt.get('kind')!r}); give the {kind}.pt of "
+                f"a training run or leave task_weights empty to train the {kind} on NDCT first."
+            )
+        try:
+            net.load_state_dict(sd)
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"task_weights {path} does not fit this {kind} ({exc}).") from exc
+
+    def _schedule(self) -> list[_Phase]:
+        c = self.config
+        phases = [] if c.task_weights is not None else [_Phase("T1", 0, c.t1)]
+        return phases + [_Phase("T2", 1, c.effective_baseline_steps)]
+
+    def _modes(self, train_denoiser: bool, train_detector: bool) -> None:
+        super()._modes(train_denoiser, train_detector)
+        if self.segmenter is not None:
+            self.segmenter.train(train_detector)
+            for p in self.segmenter.parameters():
+                p.requires_grad_(train_detector)
+
+    def _task_loss(self, images: torch.Tensor, targets) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.segmenter is None:
+            loss_dict = self.detector(images, targets)
+            return detection_loss(loss_dict), {k: float(v.detach()) for k, v in loss_dict.items()}
+        from .models.segmenter import boxes_to_masks
+
+        masks = boxes_to_masks([t["boxes"] for t in targets], images.shape[-2], images.shape[-1], images.device)
+        return dice_loss(self.segmenter(images), masks), {}
+
+    def _train_step(self, phase: _Phase, batch) -> dict[str, float]:
+        ldct, ndct, targets = batch
+        if phase.name == "T1":
+            loss, parts = self._task_loss(ndct, targets)
+            opt, net = (self.opt_detector, self.detector) if self.segmenter is None else (self.opt_segmenter,
+                                                                                         self.segmenter)
+            self._optimizer_step(opt, loss, net)
+            return {"task": float(loss.detach()), **parts}
+        extra = self._critic_updates(ldct, ndct) if self.critic is not None else {}
+        denoised = self.denoiser(ldct)
+        task, task_parts = self._task_loss(denoised, targets)
+        total, parts = todnet_loss(recon_loss(denoised, ndct), task, self.config.lambda_task)
+        if self.critic is not None:
+            total = self._with_adversarial(total, parts, denoised, self.config.lambda_adv)
+        self._optimizer_step(self.opt_denoiser, total, self.denoiser)
+        parts.update(task_parts)
+        parts.update(extra)
+        return parts
+
+    def denoiser_checkpoint(self) -> dict[str, Any]:
+        """As :meth:`_TrainerBase.denoiser_checkpoint` with ``method = "todnet"``."""
+        ckpt = super().denoiser_checkpoint()
+        ckpt["method"] = "todnet"
+        return ckpt
+
+    def segmenter_checkpoint(self) -> dict[str, Any]:
+        """``segmenter.pt``: ``{"kind": "segmenter", "model": "unet2d", "hparams", "state_dict", "config",
+        "method": "todnet", "step"}`` (loadable as ``task_weights``)."""
+        if self.segmenter is None:
+            raise LidnetError("This TOD-Net run uses the detector, not a segmenter.")
+        return {
+            "kind": "segmenter",
+            "model": "unet2d",
+            "hparams": dict(getattr(self.segmenter, "hparams", {})),
+            "state_dict": _cpu_state_dict(self.segmenter),
+            "config": self.config.to_dict(),
+            "method": "todnet",
+            "step": int(self.global_step),
+        }
+
+    def save_models(self, run_dir: Optional[str | os.PathLike] = None) -> list[Path]:
+        """``denoiser.pt`` and the downstream network (``detector.pt`` or ``segmenter.pt``), atomically."""
+        paths = super().save_models(run_dir)
+        if self.segmenter is not None:
+            out = Path(run_dir) if run_dir is not None else self.run_dir
+            paths.append(save_checkpoint(out / SEGMENTER_FILE, self.segmenter_checkpoint()))
+        return paths
+
+
+TRAINERS = {
+    "lidnet": CollaborativeTrainer,
+    "baseline": BaselineTrainer,
+    "detector": DetectorTrainer,
+    "todnet": TODNetTrainer,
+}
 
 
 def train_detector(
@@ -946,6 +1414,39 @@ def train_detector(
 
 
 # ============================================================================================ CLI entry
+
+
+def _prepare_dataset(config: TrainConfig, run_dir: Path, ctx: "_dist.DistContext") -> Dataset:
+    """The dataset of ``config.train_data`` (LDCT simulated and cached in ``config.cache_dir`` or
+    ``RUN_DIR/ldct_cache``): an in-memory :class:`~src_training.data.SliceDataset`, or with
+    ``config.streaming`` a :class:`~src_training.datasets.StreamingSliceDataset` reading memory-mapped slice
+    caches. Under torchrun local rank 0 of each node prepares first (fills the cache), the other ranks then
+    read the cache; a failure on any rank raises on all."""
+    from .data import SliceDataset, prepare_cases
+
+    cache = config.cache_dir if config.cache_dir is not None else str(run_dir / "ldct_cache")
+
+    def build():
+        if config.streaming:
+            from .datasets import StreamingSliceDataset
+
+            return StreamingSliceDataset.from_config(config, cache_dir=cache)
+        return SliceDataset(prepare_cases(config, cache_dir=cache), config.hu_range, crop_size=config.crop_size,
+                            seed=config.seed)
+
+    dataset, err = None, None
+    if ctx.local_rank == 0:
+        try:
+            dataset = build()
+        except Exception as exc:  # noqa: BLE001 - shared with the other ranks below
+            err = exc
+    if ctx.enabled:
+        failures = [m for m in _dist.all_gather_object(None if err is None else str(err)) if m]
+        if err is None and failures:
+            raise LidnetError(f"Preparing the training data failed on another process: {failures[0]}")
+    if err is not None:
+        raise err
+    return dataset if dataset is not None else build()
 
 
 def _append_event(run_dir: Path, ev: ProgressEvent) -> None:
@@ -977,8 +1478,9 @@ def run_training(
     """Train from a configuration into ``run_dir`` (the ``lidnet train`` command).
 
     Builds the data (:func:`src_training.data.prepare_cases`, LDCT cache ``config.cache_dir`` or
-    ``RUN_DIR/ldct_cache``) and the trainer (``method``: ``"lidnet"`` = :class:`CollaborativeTrainer`,
-    ``"baseline"`` = :class:`BaselineTrainer`, ``"detector"`` = :class:`DetectorTrainer`), writes
+    ``RUN_DIR/ldct_cache``; streamed from disk with ``config.streaming``) and the trainer (``method``:
+    ``"lidnet"`` = :class:`CollaborativeTrainer`, ``"baseline"`` = :class:`BaselineTrainer`, ``"detector"`` =
+    :class:`DetectorTrainer`, ``"todnet"`` = :class:`TODNetTrainer`), writes
     ``RUN_DIR/config.json``, installs SIGTERM/SIGINT handlers that request a stop (main thread only;
     a second SIGINT interrupts at once), and runs to the end. A fresh run (no ``resume``) starts a new
     ``progress.jsonl``; a resumed run appends to it.
@@ -1006,38 +1508,54 @@ def run_training(
     ------
     LidnetError
         Any failure; an ``error`` event is appended to ``progress.jsonl`` first.
+
+    Under ``torchrun`` (see ``docs/distributed.md``) every process calls this with the same arguments:
+    it joins the process group (:func:`src_training.distributed.init_distributed`), rank 0 alone writes
+    ``config.json``, ``progress.jsonl``, the checkpoints and prints; local rank 0 of each node prepares
+    (simulates and caches) the data before the other ranks read the cache; every rank loads the same
+    ``resume`` file; a STOP file, PAUSE file or SIGTERM seen by any rank applies to all at the same step.
+    ``RUN_DIR`` must be the same folder for every process (a shared file system across nodes).
     """
     run_dir = Path(run_dir)
     if method not in TRAINERS:
         raise ConfigError(f"Unknown training method '{method}': choose {', '.join(TRAINERS)}.")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    main = not _dist.launched_by_torchrun() or os.environ.get("RANK") == "0"  # the process that writes files
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     if resume is None:
         if not overwrite and (run_dir / STATE_FILE).exists():
             raise ConfigError(
                 f"{run_dir} already holds a training run; resume it with --resume {run_dir / STATE_FILE} or choose "
                 f"another folder."
             )
-        from .checkpoint import atomic_write_text
+        if main:
+            from .checkpoint import atomic_write_text
 
-        atomic_write_text(run_dir / PROGRESS_FILE, "")
+            atomic_write_text(run_dir / PROGRESS_FILE, "")
     try:
         config.validate()
-        config.save_json(run_dir / CONFIG_FILE)
+        ctx = _dist.init_distributed(config.device)
+        if ctx.is_main:
+            config.save_json(run_dir / CONFIG_FILE)
         if dataset is None:
-            from .data import SliceDataset, prepare_cases
-
-            cache = config.cache_dir if config.cache_dir is not None else str(run_dir / "ldct_cache")
-            cases = prepare_cases(config, cache_dir=cache)
-            dataset = SliceDataset(cases, config.hu_range, crop_size=config.crop_size, seed=config.seed)
+            dataset = _prepare_dataset(config, run_dir, ctx)
         trainer = TRAINERS[method](config, dataset, run_dir=run_dir)
         if resume is not None:
             trainer.resume(resume)
+            if ctx.is_main:  # a run killed while writing a checkpoint may leave its hidden temporary file
+                for tmp in run_dir.glob("." + "[!.]*.pt.*.tmp"):
+                    tmp.unlink(missing_ok=True)
     except Exception as exc:  # noqa: BLE001
         err = exc if isinstance(exc, LidnetError) else LidnetError(f"Training could not start: {type(exc).__name__}: {exc}")
-        _append_event(run_dir, ProgressEvent(event="error", phase=None, message=str(err)))
+        rank = "" if main else f"[rank {os.environ.get('RANK')}] "  # any rank reports its failure
+        _append_event(run_dir, ProgressEvent(event="error", phase=None, message=rank + str(err)))
         if err is exc:
             raise
         raise err from exc
+    verbose = verbose and ctx.is_main
+    if verbose and config.amp and trainer.device.type != "cuda":
+        print(f"note: amp (mixed precision) applies on CUDA only; training in fp32 on {trainer.device}.",
+              file=sys.stderr, flush=True)
 
     previous: dict[int, Any] = {}
     in_main = threading.current_thread() is threading.main_thread()

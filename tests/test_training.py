@@ -402,3 +402,21 @@ def test_run_training_baseline_from_npz(tmp_path):
         run_training(bad, tmp_path / "bad", method="baseline", verbose=False)
     events, _ = read_progress(tmp_path / "bad" / "progress.jsonl")
     assert events[-1]["event"] == "error" and "missing.npz" in events[-1]["message"]
+
+
+def test_run_training_streaming_equals_in_memory(tmp_path):
+    """config.streaming trains from memory-mapped slice caches and gives the same weights as in memory."""
+    case = make_case(n_slices=3, size=48)
+    src = tmp_path / "case.npz"
+    np.savez(src, hu=case.ndct_hu, spacing=np.array([2.0, 0.7, 0.7]),
+             boxes=np.array([[0, 24, 20, 38, 32]], np.float32))
+    weights = {}
+    for streaming in (False, True):
+        cfg = tiny_config(denoiser="cpce", baseline_steps=3, train_data=[str(src)], n0=1e4, crop_size=32,
+                          cache_dir=str(tmp_path / f"cache{int(streaming)}"), streaming=streaming)
+        run_dir = tmp_path / f"run{int(streaming)}"
+        assert run_training(cfg, run_dir, method="baseline", verbose=False) == 0
+        weights[streaming] = torch.load(run_dir / "denoiser.pt", weights_only=True)["state_dict"]
+    assert any((tmp_path / "cache1").glob("slices_*/ndct.npy"))
+    for k, v in weights[False].items():
+        assert torch.equal(v, weights[True][k]), k

@@ -55,7 +55,7 @@ LAYER_DATA_FILE = "train_data_from_layers.npz"
 STATE_FILE = "trainer_state.pt"
 
 #: Colours of the phase shading in the loss plot.
-PHASE_COLORS = {"T1": "#3b82f6", "T2": "#22c55e", "T3": "#f59e0b", "baseline": "#9ca3af"}
+PHASE_COLORS = {"T1": "#3b82f6", "T2": "#22c55e", "T3": "#f59e0b", "baseline": "#9ca3af", "joint": "#a855f7"}
 
 DATA_LAYERS = "open image + boxes layers"
 DATA_PATH = "file or folder"
@@ -444,7 +444,16 @@ class TrainWidget(QWidget):
         import matplotlib.backends.backend_agg  # noqa: F401
         import matplotlib.figure  # noqa: F401
         import src_training.training  # noqa: F401
-        from src_training.config import DENOISER_NAMES, DETECTOR_BACKBONES, TrainConfig
+        from src_training.config import (
+            BASELINE_LOSSES,
+            DENOISER_NAMES,
+            DETECTOR_BACKBONES,
+            FORMS,
+            PERCEPTUALS,
+            STRATEGIES,
+            TASK_NETWORKS,
+            TrainConfig,
+        )
 
         self.viewer = napari_viewer
         self.proc: subprocess.Popen | None = None
@@ -493,8 +502,28 @@ class TrainWidget(QWidget):
         model_box = QGroupBox("Model and schedule (paper: RED-CNN, ResNet-50, K=5, λ1=λ2=5, T1=T2=4000, T3=2000)")
         mf = QFormLayout(model_box)
         self.method_combo = QComboBox()
-        self.method_combo.addItems(["lidnet", "baseline"])
-        self.method_combo.setToolTip("lidnet: collaborative training (Algorithm 1); baseline: MAE-only denoiser.")
+        self.method_combo.addItems(["lidnet", "baseline", "todnet"])
+        self.method_combo.setToolTip("lidnet: collaborative training (Algorithm 1); baseline: denoiser alone "
+                                     "(MAE or its published loss); todnet: TOD-Net task-oriented loss with a "
+                                     "frozen downstream network.")
+        self.form_combo = QComboBox()
+        self.form_combo.addItems(list(FORMS))
+        self.form_combo.setToolTip("cnn: LIDnet Eq. 8; gan: GAN form (Eq. 5) with a WGAN-GP critic (Eq. 7)")
+        self.strategy_combo = QComboBox()
+        self.strategy_combo.addItems(list(STRATEGIES))
+        self.strategy_combo.setToolTip("collaborative: Algorithm 1; simultaneous: both networks every step "
+                                       "(ablation, Fig. 3; same total steps)")
+        self.perceptual_combo = QComboBox()
+        self.perceptual_combo.addItems(list(PERCEPTUALS))
+        self.perceptual_combo.setToolTip("roi: ROI perceptual loss in the top-K proposals (Eq. 4); global: over "
+                                         "the whole feature maps; none: λ1 term dropped")
+        self.baseline_loss_combo = QComboBox()
+        self.baseline_loss_combo.addItems(list(BASELINE_LOSSES))
+        self.baseline_loss_combo.setToolTip("baseline: mae (paper's comparison) or the denoiser's published loss")
+        self.task_combo = QComboBox()
+        self.task_combo.addItems(list(TASK_NETWORKS))
+        self.task_combo.setToolTip("todnet: frozen downstream network (Faster R-CNN detector or a 2-D U-Net "
+                                   "segmenter on ellipses inscribed in the lesion boxes), trained on NDCT for T1 steps")
         self.denoiser_combo = QComboBox()
         self.denoiser_combo.addItems(list(DENOISER_NAMES))
         self.denoiser_combo.setCurrentText(defaults.denoiser)
@@ -519,6 +548,15 @@ class TrainWidget(QWidget):
             lam.addWidget(QLabel(lab))
             lam.addWidget(w)
         mf.addRow("method", self.method_combo)
+        variant = QHBoxLayout()
+        for w in (self.form_combo, self.strategy_combo, self.perceptual_combo):
+            variant.addWidget(w)
+        mf.addRow("form / strategy / perceptual", variant)
+        other = QHBoxLayout()
+        for lab, w in (("baseline loss", self.baseline_loss_combo), ("TOD-Net task", self.task_combo)):
+            other.addWidget(QLabel(lab))
+            other.addWidget(w)
+        mf.addRow("", other)
         mf.addRow("denoiser", self.denoiser_combo)
         mf.addRow("detector backbone", self.backbone_combo)
         mf.addRow("N0", self.n0_spin)
@@ -656,10 +694,13 @@ class TrainWidget(QWidget):
             self.run_edit.setText(path)
 
     def set_values(self, **values: Any) -> None:
-        """Set form fields programmatically: ``denoiser, backbone, method, n0, t1, t2, t3, rounds, lambda1,
-        lambda2, k, batch_size, image_size, crop_size, device, run_dir, sample, data_path``."""
+        """Set form fields programmatically: ``denoiser, backbone, method, form, strategy, perceptual,
+        baseline_loss, task_network, n0, t1, t2, t3, rounds, lambda1, lambda2, k, batch_size, image_size,
+        crop_size, device, run_dir, sample, data_path``."""
         combos = {"denoiser": self.denoiser_combo, "backbone": self.backbone_combo, "method": self.method_combo,
-                  "device": self.device_combo, "sample": self.sample_combo}
+                  "device": self.device_combo, "sample": self.sample_combo, "form": self.form_combo,
+                  "strategy": self.strategy_combo, "perceptual": self.perceptual_combo,
+                  "baseline_loss": self.baseline_loss_combo, "task_network": self.task_combo}
         spins = {"n0": self.n0_spin, "t1": self.t1_spin, "t2": self.t2_spin, "t3": self.t3_spin,
                  "rounds": self.rounds_spin, "lambda1": self.lambda1_spin, "lambda2": self.lambda2_spin,
                  "k": self.k_spin, "batch_size": self.batch_spin, "image_size": self.size_spin,
@@ -727,6 +768,11 @@ class TrainWidget(QWidget):
             image_size=self.size_spin.value() or None,
             crop_size=self.crop_spin.value() or None,
             device=self.device_combo.currentText(),
+            form=self.form_combo.currentText(),
+            strategy=self.strategy_combo.currentText(),
+            perceptual=self.perceptual_combo.currentText(),
+            baseline_loss=self.baseline_loss_combo.currentText(),
+            task_network=self.task_combo.currentText(),
             train_data=train_data,
             checkpoint_every=max(1, min(500, (self.t1_spin.value() + self.t2_spin.value()) // 4 or 1)),
         )
@@ -829,6 +875,12 @@ class TrainWidget(QWidget):
         self.worker = worker
         worker.start()
         try:
+            from ._common import on_window_close
+
+            on_window_close(self.window(), self.shutdown)  # viewer closed: stop the run cleanly
+        except Exception:  # noqa: BLE001
+            pass
+        try:
             from ._common import register_run_dir
 
             register_run_dir(run_dir.parent)
@@ -889,12 +941,30 @@ class TrainWidget(QWidget):
         return self.last_exit_code
 
     def shutdown(self) -> None:
-        """On quit: ask a running trainer to stop cleanly (it saves and exits by itself)."""
+        """On quit or when the viewer window closes: ask a running trainer to stop cleanly (``RUN_DIR/STOP``:
+        it finishes the current step, saves ``trainer_state.pt`` and the model files, and exits 0 by itself,
+        also after napari has gone), stop the progress-watcher thread and the plot timer. Idempotent."""
         try:
             if self.running:
                 self.stop()
         except Exception:  # noqa: BLE001
             pass
+        try:
+            self._redraw_timer.stop()
+        except RuntimeError:  # Qt object already deleted
+            pass
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            from ._common import wait_worker
+
+            try:
+                worker.quit()  # the watcher yields every 0.2 s
+            except RuntimeError:
+                pass
+            wait_worker(worker, 5.0)
+            log = getattr(self.proc, "_lidnet_log", None)
+            if log is not None:
+                log.close()  # the child keeps its own handle to train.log
 
     # ------------------------------------------------------------------ worker callbacks (GUI thread)
     def _on_events(self, item: tuple[list[dict], int]) -> None:
