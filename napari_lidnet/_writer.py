@@ -3,6 +3,12 @@
 All three are npe2 single-layer writers ``(path, data, meta) -> list[str]`` and call the core's atomic
 writers (:mod:`src_training.io`, :mod:`src_training.annotations`). Failures raise a
 :class:`~src_training.errors.LidnetError` whose message napari shows; nothing is left half-written.
+
+They never replace existing data: napari's save command cannot pass an ``overwrite`` option, so an existing
+non-empty series folder, NIfTI file or CSV file is refused with an
+:class:`~src_training.errors.OutputExistsError` whose message names a free name to save under instead
+(``denoised_2``, ``ct_2.nii.gz``...). To replace a file on purpose, delete it first, or call the core
+functions with ``overwrite=True`` (``src_training.io.write_dicom_series``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,36 @@ from typing import Any
 import numpy as np
 
 from ._layers import denoiser_display_name, shapes_records, volume_from_layer, window_to_wl
+
+
+def free_name(path: str | os.PathLike) -> Path:
+    """First name ``stem_2``, ``stem_3``... (same folder, same extension, ``.nii.gz`` kept whole) that does
+    not exist yet; ``path`` itself when it is free."""
+    p = Path(path)
+    if not p.exists():
+        return p
+    name = p.name
+    ext = next((e for e in (".nii.gz", ".nii", ".csv", ".nrrd", ".mha", ".dcm") if name.lower().endswith(e)), "")
+    stem = name[: len(name) - len(ext)] if ext else name
+    k = 2
+    while (p.parent / f"{stem}_{k}{ext}").exists():
+        k += 1
+    return p.parent / f"{stem}_{k}{ext}"
+
+
+def _refuse_existing(p: Path, what: str) -> None:
+    """Raise OutputExistsError when ``p`` holds data (a file, or a non-empty folder)."""
+    from src_training.errors import OutputExistsError
+
+    if p.is_dir():
+        if not any(p.iterdir()):
+            return
+    elif not p.exists():
+        return
+    raise OutputExistsError(
+        f"{p} already exists; napari-lidnet never overwrites saved data, nothing was written. Save the {what} "
+        f"under a new name, e.g. {free_name(p)}, or delete the old one first."
+    )
 
 
 def _series_folder(path: str | os.PathLike) -> Path:
@@ -69,13 +105,14 @@ def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
     Raises
     ------
     OutputExistsError
-        The folder exists and is not empty (nothing written).
+        The folder exists and is not empty (nothing written; the message names a free folder name).
     CTWriteError
         Bad data (NaN, wrong dimensions) or an unwritable folder.
     """
     from src_training.io import write_dicom_series as core_write
 
     out_dir = _series_folder(path)
+    _refuse_existing(out_dir, "DICOM series")
     vol = volume_from_layer(meta, data)
     md = dict(meta.get("metadata") or {})
     extra: dict[str, Any] = {}
@@ -124,6 +161,8 @@ def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
 
     Raises
     ------
+    OutputExistsError
+        The file exists (nothing written; the message names a free name).
     CTWriteError
         Bad data or an unwritable destination (which is then left untouched).
     """
@@ -132,6 +171,7 @@ def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
     p = Path(path)
     if not p.name.lower().endswith((".nii", ".nii.gz")):
         p = p.with_name(p.name + ".nii.gz")
+    _refuse_existing(p, "volume")
     vol = volume_from_layer(meta, data)
     out = write_volume(vol.hu, p, spacing=vol.spacing, origin=vol.origin, direction=vol.direction)
     return [str(out)]
@@ -156,12 +196,18 @@ def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
     -------
     list of str
         ``[path]``.
+
+    Raises
+    ------
+    OutputExistsError
+        The file exists (nothing written; the message names a free name).
     """
     from src_training.annotations import write_boxes_csv as core_write
 
     p = Path(path)
     if p.suffix.lower() != ".csv":
         p = p.with_name(p.name + ".csv")
+    _refuse_existing(p, "boxes")
     rows = shapes_records(list(data or []), meta.get("features"))
     boxes: dict[int, list] = {}
     labels: dict[int, list] = {}
@@ -180,5 +226,5 @@ def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
     return [str(out)]
 
 
-__all__ = ["series_description", "write_boxes_csv", "write_dicom_series", "write_nifti"]
+__all__ = ["free_name", "series_description", "write_boxes_csv", "write_dicom_series", "write_nifti"]
 

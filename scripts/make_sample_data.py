@@ -113,9 +113,10 @@ def make_case(sdist: Path, out: Path, case: str, first: int, patient: str) -> di
             "ImageComments": f"pyradiomics 3.0.1 data/{case}_image.nrrd slices {first}..{last - 1} (BSD-3-Clause)",
         },
     )
-    write_volume(lab_c, case_dir / "label.nrrd", spacing, origin=tuple(origin), direction=tuple(direction.ravel()))
+    write_volume(lab_c, case_dir / "label.nrrd", spacing, origin=tuple(origin), direction=tuple(direction.ravel()),
+                 overwrite=True)
     boxes = boxes_from_label_volume(lab_c)
-    write_boxes_csv(boxes, case_dir / "boxes.csv")
+    write_boxes_csv(boxes, case_dir / "boxes.csv", overwrite=True)
 
     # Check what was written.
     vol = load_ct(case_dir / "ndct")

@@ -350,6 +350,86 @@ class CheckpointChooser(Container):
 
 
 # --------------------------------------------------------------------------------------------------
+# viewer close
+# --------------------------------------------------------------------------------------------------
+def on_window_close(window: Any, callback: Callable[[], Any]) -> bool:
+    """Call ``callback()`` once when the top-level Qt ``window`` (napari's main window) closes.
+
+    napari gives docked widgets no close notification (the main window is closed, then deleted later), so
+    an event filter on the window watches its ``Close`` event. A programmatic close (``viewer.close()``,
+    quitting) calls the callbacks right away; a close by the user (window button, Ctrl+Q), which napari may
+    still cancel in a confirmation dialog, calls them on the next event-loop turn if the window is then gone
+    or hidden. Several callbacks may be registered on one window; each runs once. Exceptions in a callback
+    are logged, not raised.
+
+    Parameters
+    ----------
+    window : QWidget
+        The top-level window (``widget.native.window()`` / ``qwidget.window()``).
+    callback : callable
+        Called without arguments, in the GUI thread.
+
+    Returns
+    -------
+    bool
+        False when ``window`` is not a live QWidget (nothing registered).
+    """
+    from qtpy.QtCore import QEvent, QObject, QTimer
+    from qtpy.QtWidgets import QWidget
+
+    if not isinstance(window, QWidget):
+        return False
+    hook = getattr(window, "_lidnet_close_hook", None)
+    if hook is None:
+        callbacks: list[Callable[[], Any]] = []
+
+        def fire() -> None:
+            while callbacks:
+                cb = callbacks.pop(0)
+                try:
+                    cb()
+                except Exception:  # noqa: BLE001 - closing must go on
+                    logger.exception("napari-lidnet: error while stopping work on viewer close")
+
+        def check_later() -> None:
+            try:
+                closed = not window.isVisible()
+            except RuntimeError:  # the window was already deleted
+                closed = True
+            if closed:
+                fire()
+
+        class _CloseHook(QObject):
+            def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt API
+                if event.type() == QEvent.Type.Close:
+                    if event.spontaneous():
+                        QTimer.singleShot(0, check_later)
+                    else:
+                        fire()
+                return False
+
+        hook = _CloseHook(window)
+        hook.callbacks = callbacks  # type: ignore[attr-defined]
+        window.installEventFilter(hook)
+        window._lidnet_close_hook = hook
+    if callback not in hook.callbacks:
+        hook.callbacks.append(callback)
+    return True
+
+
+def wait_worker(worker: Any, timeout: float = 10.0) -> bool:
+    """Block (without processing Qt events) until a napari thread worker's thread has finished its work.
+
+    Returns False if it is still running after ``timeout`` seconds."""
+    t0 = time.monotonic()
+    while worker is not None and getattr(worker, "is_running", False):
+        if time.monotonic() - t0 > timeout:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
 # work runner
 # --------------------------------------------------------------------------------------------------
 class _Failed:
@@ -414,6 +494,8 @@ class TaskRunner:
         self.last_error: BaseException | None = None
         self.last_result: Any = None
         self.cancelled = False
+        #: True after :meth:`shutdown` (viewer closed): results are dropped, no layer is added.
+        self.closed = False
         #: Set when the user presses Cancel; work functions may poll it (see :func:`call_with_progress`).
         self.cancel_event = threading.Event()
         self.cancel_button.enabled = False
@@ -499,6 +581,8 @@ class TaskRunner:
 
     def _on_return(self, result: Any, on_result: Callable[[Any], Any]) -> None:
         try:
+            if self.closed:  # the viewer is gone: nothing to add a layer to
+                return
             if isinstance(result, _Failed) and isinstance(result.exc, Cancelled):
                 self.cancelled = True
                 self._set_status(f"{self.name} cancelled")
@@ -531,8 +615,9 @@ class TaskRunner:
 
     def _on_abort(self) -> None:
         self.cancelled = True
-        self._set_status(f"{self.name} cancelled")
-        notify_info(f"{self.name} cancelled; nothing was added.")
+        if not self.closed:
+            self._set_status(f"{self.name} cancelled")
+            notify_info(f"{self.name} cancelled; nothing was added.")
         self._end()
 
     # ------------------------------------------------------------------ API
@@ -540,6 +625,8 @@ class TaskRunner:
         """Start ``work`` (see class notes). Returns the worker (None in synchronous mode or when busy)."""
         if self._running:
             notify_info(f"{self.name} is already running; wait for it or press Cancel.")
+            return None
+        if self.closed:
             return None
         desc = desc or self.name
         self._begin(desc)
@@ -573,6 +660,10 @@ class TaskRunner:
         self.worker = worker
         self._worker_alive = True
         worker.start()
+        try:  # stop the work when the viewer window closes (see shutdown)
+            on_window_close(self.run_button.native.window(), self.shutdown)
+        except Exception:  # noqa: BLE001 - not docked in a Qt window: the caller shuts down
+            pass
         return worker
 
     def cancel(self, *_: Any) -> None:
@@ -581,6 +672,26 @@ class TaskRunner:
         if self.worker is not None:
             self._set_status(f"cancelling {self.name}...")
             self.worker.quit()
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop for good (the viewer is closing): cancel the work, wait up to ``timeout`` seconds for its
+        thread to finish and drop its result (no layer is added). Idempotent.
+
+        Returns
+        -------
+        bool
+            True when no worker thread of this runner is running any more.
+        """
+        self.closed = True
+        self.cancel_event.set()
+        worker = self.worker
+        if worker is None:
+            return True
+        try:
+            worker.quit()
+        except RuntimeError:  # its Qt signals object is gone
+            pass
+        return wait_worker(worker, timeout)
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Process Qt events until the work is done (for scripts/tests). Returns False on timeout."""
@@ -678,6 +789,8 @@ __all__ = [
     "Cancelled",
     "CheckpointChooser",
     "call_with_progress",
+    "on_window_close",
+    "wait_worker",
     "LayerChooser",
     "LayerMultiChooser",
     "RUN_DIRS_ENV",
