@@ -529,6 +529,54 @@ class LesionDetector(nn.Module):
         finally:
             roi.score_thresh = old
 
+    def detect_and_rpn(
+        self, images: Tensor, k: int = 5, score_thresh: float = 0.05
+    ) -> tuple[list[dict[str, Tensor]], RPNOutput]:
+        """:meth:`detect` and :meth:`rpn_topk` from ONE transform + backbone + RPN pass (inference).
+
+        Equal to ``(self.detect(images, score_thresh), self.rpn_topk(images, k))`` in eval behaviour
+        (the RPN's eval pre/post-NMS top-n feed the ROI heads, exactly as in ``FasterRCNN.forward``),
+        at about half the cost: the ResNet-FPN backbone, which dominates the run time, runs once.
+        No gradients; eval behaviour whatever the module mode (restored after).
+
+        Parameters
+        ----------
+        images : Tensor
+            ``(B, 1, H, W)`` float32 in [0, 1].
+        k : int
+            RPN proposals kept per image (>= 1), as in the ROI perceptual loss (Eq. 4 of the LIDnet paper).
+        score_thresh : float
+            Minimum class score in [0, 1] of a returned detection.
+
+        Returns
+        -------
+        (list[dict[str, Tensor]], RPNOutput)
+            Detections per image (``boxes`` (m, 4) float32 xyxy input pixels, ``scores`` (m,), ``labels``
+            (m,) int64) and the RPN output (features without autograd graph, top-``k`` proposals and
+            objectness per image).
+
+        Raises
+        ------
+        ValueError
+            Wrong image shape/dtype or ``k < 1``.
+        """
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        roi = self.model.roi_heads
+        old = roi.score_thresh
+        roi.score_thresh = float(score_thresh)
+        try:
+            with torch.no_grad(), self._eval_behaviour():
+                original_sizes = [tuple(int(v) for v in images.shape[-2:])] * int(images.shape[0])
+                image_list, _, features = self._transform_backbone(images)
+                boxes, scores, _ = self._rpn(image_list, features, None, training_filter=False, compute_loss=False)
+                dets, _ = roi(features, boxes, image_list.image_sizes)
+                dets = self.model.transform.postprocess(dets, image_list.image_sizes, original_sizes)
+        finally:
+            roi.score_thresh = old
+        props, objs = self._topk(boxes, scores, int(k))
+        return dets, RPNOutput(features, props, objs, [tuple(map(int, s)) for s in image_list.image_sizes])
+
 
 # ---------------------------------------------------------------------- weights loading
 def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
