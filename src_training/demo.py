@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -51,7 +51,7 @@ from .training import BaselineTrainer, CollaborativeTrainer
 from .windowing import hu_to_unit
 
 #: Display names of the denoisers in the tables.
-DISPLAY_NAMES = {"redcnn": "RED-CNN", "cpce": "CPCE"}
+DISPLAY_NAMES = {"redcnn": "RED-CNN", "cpce": "CPCE", "wganvgg": "WGAN-VGG", "mapnn": "MAP-NN", "ssms": "SSMS", "reshlf": "Res-HLF", "dcscn": "DCSCN", "dcswgan": "DCSWGAN"}
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,11 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _case_with_nodules(source: str, budget: DemoBudget, nodules: int, n0: float, seed: int,
-                       cache_dir: Path) -> tuple[CaseArrays, dict[int, np.ndarray]]:
-    """Prepare a sample case and also return its real lesion boxes at the demo's image size."""
+def case_with_nodules(source: str, budget: DemoBudget, nodules: int, n0: float, seed: int,
+                      cache_dir: Path) -> tuple[CaseArrays, dict[int, np.ndarray]]:
+    """Prepare a sample case (:func:`src_training.data.prepare_case`: resampled to ``budget.image_size``,
+    ``nodules`` synthetic nodules per slice, LDCT simulated at ``n0`` with ``seed``, cached in ``cache_dir``)
+    and also return its real lesion boxes ``{slice: (n, 4) xyxy pixels}`` at that image size."""
     case = prepare_case(source, n0=n0, seed=seed, image_size=budget.image_size,
                         synthetic_nodules_per_slice=nodules, cache_dir=cache_dir)
     hu, spacing, boxes = load_source(source, require_boxes=True)
@@ -115,8 +117,30 @@ def _case_with_nodules(source: str, budget: DemoBudget, nodules: int, n0: float,
     return case, real
 
 
-def _run_trainer(trainer, label: str, snapshot_phase: Optional[str] = None) -> tuple[float, Optional[dict]]:
-    """Iterate a trainer, print compact progress, optionally snapshot the detector when a phase starts."""
+def run_trainer(trainer, label: str, snapshot_phase: Optional[str] = None, *,
+                on_event: Optional[Callable[[Any], None]] = None,
+                log: Callable[[str], None] = None) -> tuple[float, Optional[dict]]:
+    """Iterate a trainer's ``run()`` to the end, printing compact progress (every 15 s and at phase ends).
+
+    Parameters
+    ----------
+    trainer : a :mod:`src_training.training` trainer
+    label : str
+        Prefix of the progress lines.
+    snapshot_phase : str, optional
+        When this phase starts the first time, a CPU copy of ``trainer.detector.state_dict()`` is taken
+        (the demo's "detector trained on NDCT" is the detector as it stands when T2 starts).
+    on_event : callable(ProgressEvent), optional
+        Called after every event, between two training steps (e.g. to evaluate the current networks).
+    log : callable(str), optional
+        Where progress lines go (default: stderr).
+
+    Returns
+    -------
+    (float, dict or None)
+        Wall-clock seconds of the whole iteration (including ``on_event`` time) and the snapshot.
+    """
+    log = log or _log
     t0 = time.perf_counter()
     snapshot = None
     last_print = 0.0
@@ -124,16 +148,18 @@ def _run_trainer(trainer, label: str, snapshot_phase: Optional[str] = None) -> t
         if ev.event == "phase_start":
             if snapshot_phase and ev.phase == snapshot_phase and snapshot is None:
                 snapshot = copy.deepcopy({k: v.detach().cpu() for k, v in trainer.detector.state_dict().items()})
-            _log(f"  [{label}] {ev.phase} (round {ev.round}): {ev.phase_steps} steps")
+            log(f"  [{label}] {ev.phase} (round {ev.round}): {ev.phase_steps} steps")
         elif ev.event == "step":
             now = time.perf_counter()
             if now - last_print > 15 or ev.step == ev.phase_steps:
                 losses = " ".join(f"{k}={v:.4f}" for k, v in ev.losses.items() if k in ("rec", "roi", "det", "total"))
-                _log(f"  [{label}] {ev.phase} step {ev.step}/{ev.phase_steps} "
-                     f"({ev.global_step}/{ev.total_steps}) {losses} [{ev.elapsed_s:.0f} s]")
+                log(f"  [{label}] {ev.phase} step {ev.step}/{ev.phase_steps} "
+                    f"({ev.global_step}/{ev.total_steps}) {losses} [{ev.elapsed_s:.0f} s]")
                 last_print = now
         elif ev.event in ("stopped", "error"):
-            _log(f"  [{label}] {ev.event}: {ev.message}")
+            log(f"  [{label}] {ev.event}: {ev.message}")
+        if on_event is not None:
+            on_event(ev)
     return time.perf_counter() - t0, snapshot
 
 
@@ -142,9 +168,16 @@ def _mean(values) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _evaluate_images(name: str, images_hu: np.ndarray, case: CaseArrays, real_boxes: dict[int, np.ndarray],
-                     detector, hu_range, k: int) -> dict[str, Any]:
-    """Metrics of one method's evaluation volume against NDCT (see module docstring, step 4)."""
+def evaluate_images(name: str, images_hu: np.ndarray, case: CaseArrays, real_boxes: dict[int, np.ndarray],
+                    detector, hu_range, k: int) -> dict[str, Any]:
+    """Metrics of one method's evaluation volume against NDCT (see module docstring, step 4).
+
+    ``images_hu`` (z, y, x) float32 HU, same shape as ``case.ndct_hu``. Returns a flat dict: ``psnr``,
+    ``ssim``, ``rmse`` ([0, 1] scale of ``hu_range``), ``rmse_hu``, the ``*_roi`` versions inside the lesion
+    boxes, ``glcm_{correlation,homogeneity,energy}_diff`` (mean absolute difference to NDCT over all
+    boxes; ``real_*`` over the real tumour boxes) and :func:`detection_scores`. ``name`` is unused (kept
+    for logging call sites).
+    """
     ndct = case.ndct_hu
     per_slice = []
     for z in range(ndct.shape[0]):
@@ -177,6 +210,36 @@ def _evaluate_images(name: str, images_hu: np.ndarray, case: CaseArrays, real_bo
         out[k2] = _mean(diffs[k2])
         out[f"real_{k2}"] = _mean(real_diffs[k2])
     # Detection with the detector trained on NDCT.
+    out.update(detection_scores(images_hu, case, real_boxes, detector, hu_range, k))
+    return out
+
+
+def detection_scores(images_hu: np.ndarray, case: CaseArrays, real_boxes: dict[int, np.ndarray], detector,
+                     hu_range, k: int) -> dict[str, float]:
+    """AP-50 / AP-75 (fractions in [0, 1]) of ``detector`` on a volume, over all lesion boxes and over the
+    real tumour boxes only (Chen et al., ACM MM 2021, Table 2).
+
+    Parameters
+    ----------
+    images_hu : ndarray (z, y, x) float32, HU
+        One method's images of ``case`` (same shape as ``case.ndct_hu``).
+    case : CaseArrays
+        Gives the ground-truth boxes ``case.boxes`` {slice: (n, 4) xyxy pixels}.
+    real_boxes : dict {slice: (n, 4)}
+        Real tumour boxes (``real_ap50`` / ``real_ap75``).
+    detector : LesionDetector
+        Run in eval behaviour, no gradient (:func:`src_training.inference.detect_slices`, score
+        threshold 0).
+    hu_range : (float, float)
+        Model HU range scaled to [0, 1].
+    k : int
+        Top-K RPN proposals (kept in the detector output, unused by AP).
+
+    Returns
+    -------
+    dict
+        ``ap50``, ``ap75``, ``real_ap50``, ``real_ap75`` (NaN where there is no ground truth).
+    """
     preds, targets, real_targets = [], [], []
     for res in detect_slices(detector, images_hu, hu_range, k=k, score_thresh=0.0):
         z = res["slice"]
@@ -187,16 +250,72 @@ def _evaluate_images(name: str, images_hu: np.ndarray, case: CaseArrays, real_bo
         real_targets.append({"boxes": rg, "labels": np.ones(len(rg), np.int64)})
     ap = detection_ap(preds, targets)
     ap_real = detection_ap(preds, real_targets)
-    out.update(ap50=ap["ap50"], ap75=ap["ap75"], real_ap50=ap_real["ap50"], real_ap75=ap_real["ap75"])
-    return out
+    return {"ap50": ap["ap50"], "ap75": ap["ap75"], "real_ap50": ap_real["ap50"], "real_ap75": ap_real["ap75"]}
 
 
-def _detector_from_state(backbone: str, state: dict, device: torch.device):
+def detector_from_state(backbone: str, state: dict, device: torch.device):
+    """A detector with the demo's sampling settings (:data:`DETECTOR_SPEED_KWARGS`) loaded from a state
+    dict, on ``device``, in eval behaviour."""
     from .models.detector import build_detector
 
     det = build_detector(backbone, **DETECTOR_SPEED_KWARGS)
     det.load_state_dict(state)
     return det.to(device).eval()
+
+
+def budget_config(budget: DemoBudget, *, denoiser: str, backbone: str, n0: float, seed: int, device,
+                  cache: Path, train_case: str, **overrides: Any) -> TrainConfig:
+    """The :class:`TrainConfig` of a demo-style run: ``budget``'s sizes, steps and learning rates, Adam for
+    both networks, no periodic checkpoints, training data ``sample:<train_case>``; ``overrides`` replace
+    any field (e.g. ``t1=0``, ``form="gan"``).
+
+    Raises
+    ------
+    ConfigError
+        An invalid value (from :meth:`TrainConfig.validate`, run by the trainers).
+    """
+    fields = dict(
+        denoiser=denoiser, detector_backbone=backbone, t1=budget.t1, t2=budget.t2, t3=budget.t3,
+        rounds=budget.rounds, batch_size=budget.batch_size, lr_denoiser=budget.lr_denoiser,
+        lr_detector=budget.lr_detector, detector_optimizer="adam", n0=float(n0), seed=int(seed),
+        image_size=budget.image_size, crop_size=budget.crop_size, synthetic_nodules_per_slice=budget.train_nodules,
+        device=str(device), checkpoint_every=0, train_data=[f"sample:{train_case}"], cache_dir=str(cache), log_every=1,
+    )
+    fields.update(overrides)
+    return TrainConfig(**fields)
+
+
+def load_demo_data(budget: DemoBudget, *, n0: float, seed: int, cache: Path, train_case: str, eval_case: str,
+                   log: Callable[[str], None] = None) -> tuple[CaseArrays, CaseArrays, dict[int, np.ndarray], float]:
+    """Steps 1-2 of the demo: load the sample cases, insert synthetic nodules, simulate LDCT (cached).
+
+    The training case gets ``budget.train_nodules`` nodules per slice and LDCT seed ``seed``; the
+    evaluation case ``budget.eval_nodules`` and seed ``seed + 1000`` (split by patient).
+
+    Returns
+    -------
+    (CaseArrays, CaseArrays, dict, float)
+        Training case, evaluation case, the evaluation case's real tumour boxes {slice: (n, 4) xyxy px}
+        and the seconds spent.
+
+    Raises
+    ------
+    LidnetError
+        Missing sample data or a simulation error.
+    """
+    log = log or _log
+    t0 = time.perf_counter()
+    for name in (train_case, eval_case):
+        c = load_sample_case(name)
+        log(f"  loaded {name}: {c.ndct.hu.shape[0]} slices {c.ndct.hu.shape[1]}x{c.ndct.hu.shape[2]}, "
+            f"spacing {tuple(round(s, 3) for s in c.ndct.spacing)} mm, {sum(len(b) for b in c.boxes.values())} "
+            f"real lesion boxes")
+    train, _ = case_with_nodules(f"sample:{train_case}", budget, budget.train_nodules, n0, seed, cache)
+    evalc, eval_real = case_with_nodules(f"sample:{eval_case}", budget, budget.eval_nodules, n0, seed + 1000,
+                                         cache)
+    t_data = time.perf_counter() - t0
+    log(f"  data ready in {t_data:.1f} s (LDCT cache: {cache})")
+    return train, evalc, eval_real, t_data
 
 
 def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: float = 1000.0, seed: int = 0,
@@ -255,29 +374,15 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     ckpt_dir = out / "checkpoints"
     cache = Path(cache_dir) if cache_dir is not None else sample_dir() / ".cache"
     dname = DISPLAY_NAMES.get(denoiser, denoiser)
-    config = TrainConfig(
-        denoiser=denoiser, detector_backbone=backbone, t1=budget.t1, t2=budget.t2, t3=budget.t3,
-        rounds=budget.rounds, batch_size=budget.batch_size, lr_denoiser=budget.lr_denoiser,
-        lr_detector=budget.lr_detector, detector_optimizer="adam", n0=float(n0), seed=int(seed),
-        image_size=budget.image_size, crop_size=budget.crop_size, synthetic_nodules_per_slice=budget.train_nodules, device=str(dev),
-        checkpoint_every=0, train_data=[f"sample:{train_case}"], cache_dir=str(cache), log_every=1,
-    )
+    config = budget_config(budget, denoiser=denoiser, backbone=backbone, n0=n0, seed=seed, device=dev,
+                           cache=cache, train_case=train_case)
     _log(f"napari-lidnet demo: {dname} + Faster R-CNN ({backbone}-FPN) on {dev}, N0={n0:g}, seed={seed}, "
          f"{budget.image_size}x{budget.image_size} px, T1={budget.t1} T2={budget.t2} T3={budget.t3} "
          f"rounds={budget.rounds} batch={budget.batch_size}")
 
     # 1-2. Data: real CT, synthetic nodules, simulated LDCT (cached).
-    t0 = time.perf_counter()
-    for name in (train_case, eval_case):
-        c = load_sample_case(name)
-        _log(f"  loaded {name}: {c.ndct.hu.shape[0]} slices {c.ndct.hu.shape[1]}x{c.ndct.hu.shape[2]}, "
-             f"spacing {tuple(round(s, 3) for s in c.ndct.spacing)} mm, {sum(len(b) for b in c.boxes.values())} "
-             f"real lesion boxes")
-    train, _ = _case_with_nodules(f"sample:{train_case}", budget, budget.train_nodules, n0, seed, cache)
-    evalc, eval_real = _case_with_nodules(f"sample:{eval_case}", budget, budget.eval_nodules, n0, seed + 1000,
-                                          cache)
-    t_data = time.perf_counter() - t0
-    _log(f"  data ready in {t_data:.1f} s (LDCT cache: {cache})")
+    train, evalc, eval_real, t_data = load_demo_data(budget, n0=n0, seed=seed, cache=cache, train_case=train_case,
+                                                     eval_case=eval_case)
     dataset = SliceDataset([train], config.hu_range, crop_size=budget.crop_size, seed=seed)
 
     # 3. LIDnet (collaborative) then the baseline, same seed and denoiser budget.
@@ -288,7 +393,7 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     # small CPU images the defaults dominate the step time. The architecture (and weights) are unchanged.
     detector = build_detector(backbone, **DETECTOR_SPEED_KWARGS)
     lid = CollaborativeTrainer(config, dataset, detector=detector, device=dev, run_dir=ckpt_dir / "lidnet")
-    t_lid, det_ndct_state = _run_trainer(lid, "LIDnet", snapshot_phase="T2")
+    t_lid, det_ndct_state = run_trainer(lid, "LIDnet", snapshot_phase="T2")
     if det_ndct_state is None:  # rounds = 0: the detector never left NDCT
         det_ndct_state = {k: v.detach().cpu() for k, v in lid.detector.state_dict().items()}
     save_checkpoint(ckpt_dir / "detector_ndct.pt", {
@@ -296,14 +401,14 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
         "method": "ndct", "step": budget.t1, "hparams": lid.detector.hparams})
     torch.manual_seed(seed)
     base = BaselineTrainer(config, dataset, device=dev, run_dir=ckpt_dir / "baseline")
-    t_base, _ = _run_trainer(base, "baseline")
+    t_base, _ = run_trainer(base, "baseline")
 
     # 4. Evaluation on the held-out case.
     t0 = time.perf_counter()
     _log(f"  evaluating on {eval_case} ({evalc.n_slices} slices, "
          f"{sum(len(b) for b in evalc.boxes.values())} lesion boxes, "
          f"{sum(len(b) for b in eval_real.values())} of them real)")
-    det_eval = _detector_from_state(backbone, det_ndct_state, dev)
+    det_eval = detector_from_state(backbone, det_ndct_state, dev)
     hu_range = config.hu_range
     outputs = {
         "NDCT": evalc.ndct_hu,
@@ -313,7 +418,7 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     }
     methods = {}
     for name, vol in outputs.items():
-        methods[name] = _evaluate_images(name, vol, evalc, eval_real, det_eval, hu_range, config.k_proposals)
+        methods[name] = evaluate_images(name, vol, evalc, eval_real, det_eval, hu_range, config.k_proposals)
     t_eval = time.perf_counter() - t0
 
     # 5. Report.
@@ -351,27 +456,28 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     tables = format_tables(metrics)
     atomic_write_text(out / "tables.txt", tables + "\n")
     atomic_write_text(out / "tables.md", format_markdown_tables(metrics) + "\n")
-    atomic_write_text(out / "metrics.json", json.dumps(_jsonable(metrics), indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(jsonable(metrics), indent=2) + "\n")
     print(tables)
     ref = methods["NDCT"]
-    print(f"\nReference: the NDCT detector on NDCT itself gives AP-50 {_pct(ref['ap50'])} / "
-          f"AP-75 {_pct(ref['ap75'])}; real tumour only (lung2, {metrics['n_real_lesions']} boxes): "
-          + ", ".join(f"{k} AP-50 {_pct(v['real_ap50'])}" for k, v in methods.items()))
+    print(f"\nReference: the NDCT detector on NDCT itself gives AP-50 {pct(ref['ap50'])} / "
+          f"AP-75 {pct(ref['ap75'])}; real tumour only (lung2, {metrics['n_real_lesions']} boxes): "
+          + ", ".join(f"{k} AP-50 {pct(v['real_ap50'])}" for k, v in methods.items()))
     print(f"Report written to {out.resolve()} (metrics.json, tables.txt, tables.md, comparison.png, checkpoints/) "
           f"in {metrics['timing_s']['total']:.0f} s")
     return metrics
 
 
-def _pct(v) -> str:
+def pct(v) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal, or 'n/a' (None / NaN)."""
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.1f}"
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Replace non-finite floats by None and numpy scalars by Python ones (strict JSON)."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         f = float(obj)
         return f if math.isfinite(f) else None

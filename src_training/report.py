@@ -4,6 +4,8 @@
   LIDnet's Table 2 (lesion detection AP-50 / AP-75), Table 3 (ROI radiomics differences to NDCT and overall
   PSNR / SSIM / RMSE) and an extra table of the image metrics inside the lesion boxes.
   Source: Chen et al., "LIDnet", ACM MM 2021 (arXiv:2104.08845), Sec. 4, Tables 2 and 3.
+* :func:`format_form_table`: LIDnet's Table 4 (CNN form, Eq. 8, vs GAN form, Eq. 5) with training time.
+* :func:`save_ap_curve_figure`: LIDnet's Fig. 3, AP during training for each training strategy (PNG).
 * :func:`save_comparison_figure`: one row NDCT | LDCT | baseline | LIDnet (any panels) in a CT display window,
   ground-truth lesion boxes and RPN proposals drawn on top, optional zoom row on the first lesion; PNG
   written atomically.
@@ -26,7 +28,8 @@ from .checkpoint import atomic_write_bytes
 from .evaluation import EvaluationError, _as_boxes
 from .windowing import DEFAULT_HU_RANGE, WINDOWS, Window, window_limits
 
-__all__ = ["format_tables", "format_markdown_tables", "save_comparison_figure", "GT_COLOR", "PROPOSAL_COLOR"]
+__all__ = ["format_tables", "format_markdown_tables", "format_form_table", "save_comparison_figure",
+           "save_ap_curve_figure", "GT_COLOR", "PROPOSAL_COLOR"]
 
 #: Colour of ground-truth lesion boxes (yellow, solid) and of RPN proposals (cyan, dashed): distinct in hue,
 #: brightness pattern and line style, readable on grey CT and for colour-blind readers.
@@ -222,6 +225,125 @@ def format_tables(metrics: Mapping[str, Any]) -> str:
 def format_markdown_tables(metrics: Mapping[str, Any]) -> str:
     """The same tables as :func:`format_tables`, as GitHub Markdown (group names prefixed to the headers)."""
     return "\n\n".join(_md_table(t, *rows, notes) for t, rows, notes in _sections(metrics)) + "\n"
+
+
+#: Table 4 columns: form, Table 2's AP columns, Table 3's whole-slice image metrics, training time.
+_T_FORM = [("form", "Form", None, "", 1.0), *_T2, *_T3[3:], ("training_s", "Training time (s)", None, ".1f", 1.0)]
+
+
+def format_form_table(table4: Mapping[str, Any], markdown: bool = True) -> str:
+    """LIDnet's Table 4: CNN form (Eq. 8) against GAN form (Eq. 5, WGAN-GP critic) of each denoiser.
+
+    Parameters
+    ----------
+    table4 : dict
+        ``{"rows": {name: {...}}, "note": str}``; per row any of ``form`` (text), ``ap50``, ``ap75``
+        (fractions in [0, 1], printed in %), ``psnr`` (dB), ``ssim``, ``rmse`` ([0, 1] scale) and
+        ``training_s`` (measured wall-clock training time in seconds). Missing / None / NaN print as ``n/a``.
+    markdown : bool
+        GitHub Markdown (default) or aligned plain text.
+
+    Returns
+    -------
+    str
+        The table; when ``rows`` is empty, the title and a line saying why (``note``).
+
+    Raises
+    ------
+    EvaluationError
+        ``table4`` is not a dict with a ``rows`` dict.
+
+    Source: Chen et al., ACM MM 2021 (arXiv:2104.08845), Sec. 4, Table 4.
+    """
+    if not isinstance(table4, Mapping) or not isinstance(table4.get("rows"), Mapping):
+        raise EvaluationError("table4 must be a dict with a 'rows' dict: {'rows': {'LIDnet (RED-CNN), CNN form': {...}}}.")
+    title = "Table 4. LIDnet in CNN form (Eq. 8) and GAN form (Eq. 5, WGAN-GP critic): quality and training time"
+    notes = ["AP with the detector trained on NDCT; PSNR/SSIM/RMSE whole slice vs NDCT; training time = measured "
+             "wall clock of the denoiser/detector rounds (T1 shared, not included)."]
+    if table4.get("note"):
+        notes.append(str(table4["note"]))
+    rows = table4["rows"]
+    if not rows:
+        return "\n".join([f"**{title}**" if markdown else title, "", "No row: " + " ".join(notes[1:] or
+                                                                                      ["no denoiser selected."])])
+    tab = _table_rows(rows, _T_FORM)
+    return _md_table(title, *tab, notes) if markdown else _text_table(title, *tab, notes)
+
+
+def save_ap_curve_figure(path: str | os.PathLike, curves: Mapping[str, Sequence[tuple[float, Any]]], *,
+                         title: str | None = None, xlabel: str = "training step", ylabel: str = "AP-50 (%)",
+                         scale: float = 100.0, dpi: int = 100, size_in: tuple[float, float] = (6.4, 4.0)) -> Path:
+    """Save LIDnet's Fig. 3: AP during training, one line per training strategy (PNG, atomic write).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination PNG.
+    curves : dict {label: [(step, ap), ...]}
+        AP as fractions in [0, 1] (multiplied by ``scale`` for the y axis); None / NaN points are skipped
+        (no lesion, nothing detected). An empty dict gives axes with a "no data" note.
+    title, xlabel, ylabel : str
+        Figure texts (axes are always labelled).
+    scale : float
+        Multiplier of the AP values (100 = percent).
+    dpi : int
+    size_in : (float, float)
+        Figure size in inches; the PNG is ``size_in * dpi`` pixels (default 640 x 400).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    EvaluationError
+        A curve that is not a sequence of (step, value) pairs.
+
+    Source: Chen et al., ACM MM 2021 (arXiv:2104.08845), Fig. 3 (collaborative vs simultaneous training).
+    """
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=size_in, dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    markers = "osD^v<>"
+    styles = ("-", "--", "-.", ":")
+    plotted = 0
+    top = 0.0
+    for i, (label, pts) in enumerate(curves.items()):
+        xs, ys = [], []
+        try:
+            for step, val in pts:
+                v = None if val is None else float(val)
+                if v is not None and math.isfinite(v):
+                    xs.append(float(step))
+                    ys.append(v * scale)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationError(f"curve '{label}' must be a list of (step, AP) pairs.") from exc
+        if xs:
+            ax.plot(xs, ys, marker=markers[i % len(markers)], linestyle=styles[i % len(styles)], markersize=5,
+                    linewidth=1.5, label=str(label))
+            plotted += 1
+            top = max(top, max(ys))
+    if plotted:
+        ax.legend(loc="best", fontsize=9)
+    else:
+        ax.text(0.5, 0.5, "no AP value (no data)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0.0, max(top * 1.1, 0.05 * scale))  # AP >= 0; a flat zero curve stays visible
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------------------
