@@ -5,8 +5,9 @@ Everything returns a :class:`CTVolume`: ``hu`` float32 ``(z, y, x)`` in Hounsfie
 DICOM/LPS patient coordinates, ``direction`` a row-major 3x3 matrix as a 9-tuple whose columns are the
 directions of the x (column), y (row) and z (slice) axes).
 
-DICOM series are listed with SimpleITK/GDCM (``GetGDCMSeriesIDs``); their headers are read with pydicom,
-which orders the slices (increasing position along the slice normal ``row x column``), checks that they are
+DICOM series are listed with SimpleITK/GDCM (``GetGDCMSeriesIDs``) and each file is parsed once by pydicom
+(``defer_size``: the pixel data stays in the file until its slice is decoded), which orders the slices
+(increasing position along the slice normal ``row x column``), checks that they are
 evenly spaced (a missing slice is reported with its position), corrects a gantry tilt, and decodes the pixels
 one slice at a time into one preallocated float32 array (RescaleSlope/RescaleIntercept per slice; compressed
 transfer syntaxes through the pylibjpeg decoders); the middle slice is decoded a second time by SimpleITK as
@@ -287,6 +288,12 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
     CTLoadError
         If ``folder`` does not exist or is not a folder.
     """
+    return _list_series(folder, None)
+
+
+def _list_series(folder: str | os.PathLike, parsed: dict[str, pydicom.Dataset] | None) -> list[SeriesInfo]:
+    """:func:`list_series`; when ``parsed`` is a dict, the first file of each series is parsed whole
+    (:func:`_parse_dicom`) and kept there (path -> dataset) so that loading does not parse it again."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CTLoadError(f"{folder} is not a folder. Choose the folder that holds the DICOM files of the series.")
@@ -304,7 +311,10 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
             description, modality = "", ""
             for f in files[:1]:
                 try:
-                    ds = pydicom.dcmread(f, stop_before_pixels=True)
+                    if parsed is None:
+                        ds = pydicom.dcmread(f, stop_before_pixels=True)
+                    else:
+                        ds = parsed[str(f)] = _parse_dicom(f)
                     description = str(ds.get("SeriesDescription", "") or "")
                     modality = str(ds.get("Modality", "") or "")
                 except Exception:  # noqa: BLE001 - reported when the series is loaded
@@ -563,6 +573,34 @@ def _read_header(f: str | Path) -> pydicom.Dataset:
         ) from exc
 
 
+#: Elements longer than this (bytes) are not read by :func:`_parse_dicom`; pydicom reads them from the file
+#: when they are used (in practice only the pixel data, read when its slice is decoded).
+_DEFER_BYTES = 1024
+
+#: Tags of the pixel data elements (PixelData, FloatPixelData, DoubleFloatPixelData).
+_PIXEL_TAGS: tuple[int, ...] = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+
+
+def _parse_dicom(f: str | Path) -> pydicom.Dataset:
+    """Parse a DICOM file once for both its header and (later) its pixels.
+
+    Every element is parsed; elements longer than :data:`_DEFER_BYTES` (the pixel data) stay in the file
+    (pydicom ``defer_size``) and are read by :func:`_decode_slice` when the slice is decoded, so holding
+    the datasets of a whole series costs headers only. A file pydicom cannot parse to its end (e.g. a
+    damaged element after the pixel data) is read as before by :func:`_read_header` (header only; its
+    pixels are then decoded from the file, which names the problem).
+
+    Raises
+    ------
+    CTLoadError
+        The file is not readable DICOM (message of :func:`_read_header`).
+    """
+    try:
+        return pydicom.dcmread(str(f), defer_size=_DEFER_BYTES)
+    except Exception:  # noqa: BLE001 - the header-only read reports the problem, as before
+        return _read_header(f)
+
+
 def _check_modality(ds: pydicom.Dataset, where: str) -> None:
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality and modality != "CT":
@@ -634,19 +672,24 @@ def _decode_slice(
     intercept: float,
     shift: tuple[float, float] | None,
     out: np.ndarray | None = None,
+    ds: pydicom.Dataset | None = None,
 ) -> np.ndarray:
     """Decode one single-frame DICOM slice into ``out`` (float32 ``shape``) as HU.
 
     pydicom masks the bits above BitsStored and sign-extends when PixelRepresentation is 1. ``shift``
     (rows, columns), when given, moves the slice in-plane by linear interpolation (gantry-tilt correction;
-    voxels coming from outside the slice are -1024 HU).
+    voxels coming from outside the slice are -1024 HU). ``ds``, the dataset of ``f`` from
+    :func:`_parse_dicom`, saves parsing the file again: its deferred pixel data is read from the file and
+    released after decoding (``ds`` keeps headers only). Without ``ds``, or when ``ds`` holds no pixel data
+    element, ``f`` is read whole.
     """
     if out is None:
         out = np.empty(shape, dtype=np.float32)
     try:
-        ds = pydicom.dcmread(f)
+        parsed = ds is not None and any(t in ds for t in _PIXEL_TAGS)
+        ds = ds if parsed else pydicom.dcmread(f)
         _check_decoder(_transfer_syntax(ds), f)
-        px = ds.pixel_array
+        px = _dataset_pixels(ds) if parsed else ds.pixel_array
     except CTLoadError:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -670,6 +713,19 @@ def _decode_slice(
     if px.dtype.kind == "f":  # float pixel data may hold NaN/Inf (integer data times a finite slope cannot)
         _check_finite(out, f)
     return out
+
+
+def _dataset_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """``pydicom.pixels.pixel_array(ds)``, then the pixel data element is put back as it was (deferred:
+    still in the file), so the decoded bytes are not kept in ``ds``."""
+    from pydicom.pixels import pixel_array
+
+    saved = [ds.get_item(t, keep_deferred=True) for t in _PIXEL_TAGS if t in ds]
+    try:
+        return pixel_array(ds)
+    finally:
+        for elem in saved:
+            ds[elem.tag] = elem
 
 
 def _sitk_slice_check(f: str, hu_slice: np.ndarray, slope: float, intercept: float, ts: str, where: str) -> str:
@@ -703,7 +759,8 @@ def _sitk_slice_check(f: str, hu_slice: np.ndarray, slope: float, intercept: flo
 def _load_dicom_folder(
     folder: Path, series_uid: str | None, *, lazy: bool = False, on_slice_error: Callable | None = None
 ) -> CTVolume:
-    series = list_series(folder)
+    parsed: dict[str, pydicom.Dataset] = {}  # files already parsed (path -> dataset), parsed once
+    series = _list_series(folder, parsed)
     if not series:
         n_entries = sum(1 for _ in folder.iterdir())
         sub = [p.name for p in folder.iterdir() if p.is_dir()]
@@ -742,7 +799,7 @@ def _load_dicom_folder(
         if not (p.suffix.lower() in (".dcm", ".ima", ".dicom") or pydicom.misc.is_dicom(p)):
             continue
         try:
-            ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+            ds = _parse_dicom(p)
         except Exception:  # noqa: BLE001
             unreadable.append(p.name)
             continue
@@ -750,10 +807,11 @@ def _load_dicom_folder(
             unreadable.append(p.name)
         elif str(ds.SeriesInstanceUID) == chosen.series_uid and "Rows" in ds:
             extra.append(str(p))
+            parsed[str(p)] = ds
     where = f"series {chosen.series_uid} in {folder}"
     try:
         vol = _load_series_files(
-            list(chosen.files) + extra, where, str(folder), lazy=lazy, on_slice_error=on_slice_error
+            list(chosen.files) + extra, where, str(folder), lazy=lazy, on_slice_error=on_slice_error, parsed=parsed
         )
     except CTLoadError as exc:
         if unreadable:
@@ -805,14 +863,17 @@ def _load_series_files(
     fmt: str = "dicom-series",
     lazy: bool = False,
     on_slice_error: Callable | None = None,
+    parsed: dict[str, pydicom.Dataset] | None = None,
 ) -> CTVolume:
-    headers = [(str(f), _read_header(f)) for f in files]
+    # Each file is parsed once (pixel data deferred); ``parsed`` holds those already parsed while listing.
+    parsed = parsed or {}
+    headers = [(str(f), parsed[str(f)] if str(f) in parsed else _parse_dicom(f)) for f in files]
     warnings_out: list[str] = []
     _check_modality(headers[0][1], where)
     for k, (f, ds) in enumerate(headers):
         _check_modality(ds, f)
         # (a file with Rows but without PixelData further on is named when its pixels are decoded)
-        if "Rows" not in ds or (k == 0 and not _has_pixel_tag(f)):
+        if "Rows" not in ds or (k == 0 and not _has_pixel_tag(f, ds)):
             raise CTLoadError(f"{f} has no pixel data (not an image). Remove it from the folder.")
         spp = int(_numbers(ds, "SamplesPerPixel", 1, f))
         if spp != 1:
@@ -947,10 +1008,12 @@ def _load_series_files(
     nz = len(sorted_files)
     mid = nz // 2
     ts_mid = _transfer_syntax(headers[mid][1])
-    mid_slice = _decode_slice(sorted_files[mid], (ny, nx), *rescales[mid], shifts[mid])
+    datasets = [ds for _, ds in headers]
+    mid_slice = _decode_slice(sorted_files[mid], (ny, nx), *rescales[mid], shifts[mid], ds=datasets[mid])
     status = _sitk_slice_check(
         sorted_files[mid],
-        mid_slice if shifts[mid] is None else _decode_slice(sorted_files[mid], (ny, nx), *rescales[mid], None),
+        mid_slice if shifts[mid] is None
+        else _decode_slice(sorted_files[mid], (ny, nx), *rescales[mid], None, ds=datasets[mid]),
         *rescales[mid], ts_mid, where,
     )
     if lazy:
@@ -961,7 +1024,7 @@ def _load_series_files(
             if k == mid:
                 hu[k] = mid_slice
             else:
-                _decode_slice(f, (ny, nx), *rescales[k], shifts[k], out=hu[k])
+                _decode_slice(f, (ny, nx), *rescales[k], shifts[k], out=hu[k], ds=datasets[k])
     del mid_slice
     origin = tuple(float(v) for v in ipp[0]) if have_geom else (0.0, 0.0, 0.0)
     direction = (r[0], c[0], n[0], r[1], c[1], n[1], r[2], c[2], n[2])
@@ -1013,8 +1076,11 @@ def _lazy_stack(files, shape, rescales, shifts, mid, mid_slice, on_slice_error):
     return da.stack(slices)
 
 
-def _has_pixel_tag(f: str) -> bool:
-    # stop_before_pixels drops PixelData; check the tag exists by a cheap full parse with deferred reading.
+def _has_pixel_tag(f: str, ds: pydicom.Dataset | None = None) -> bool:
+    # A dataset from _parse_dicom answers directly; one read with stop_before_pixels has no PixelData, then
+    # the file is parsed whole with deferred reading.
+    if ds is not None and ("PixelData" in ds or "FloatPixelData" in ds):
+        return True
     try:
         ds = pydicom.dcmread(f, defer_size=256)
         return "PixelData" in ds or "FloatPixelData" in ds
@@ -1023,13 +1089,13 @@ def _has_pixel_tag(f: str) -> bool:
 
 
 def _load_dicom_file(path: Path, *, lazy: bool = False, on_slice_error: Callable | None = None) -> CTVolume:
-    ds = _read_header(path)
+    ds = _parse_dicom(path)
     _check_modality(ds, str(path))
-    if not _has_pixel_tag(str(path)):
+    if not _has_pixel_tag(str(path), ds):
         raise CTLoadError(f"{path} is a DICOM file without pixel data (not an image). Choose an image file or folder.")
     if _n_frames(ds) <= 1:
         return _load_series_files([str(path)], str(path), str(path), fmt="dicom-file", lazy=lazy,
-                                  on_slice_error=on_slice_error)
+                                  on_slice_error=on_slice_error, parsed={str(path): ds})
     return _load_multiframe_file(path, ds)
 
 
