@@ -7,6 +7,9 @@ the widget is checked against it. Every computation is a call into :mod:`src_tra
 
 from __future__ import annotations
 
+import threading
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,88 @@ from ._common import (
     run_controls,
     scope_chooser,
 )
+
+
+class InferenceMessages:
+    """Shows the core's inference messages (out-of-memory fallbacks: batch halved, moved to the CPU) to the
+    user: a napari warning notification and the widget's status line.
+
+    An instance is the ``on_message`` callable of :func:`src_training.inference.denoise_slices` /
+    :func:`~src_training.inference.detect_slices`. The core calls it in the worker thread; the
+    notification and the label update are run in the Qt GUI thread (``superqt.utils.ensure_main_thread``:
+    queued to the GUI thread from a worker, immediate when already there, e.g. with ``LIDNET_SYNC=1``).
+
+    Parameters
+    ----------
+    context : str
+        Prefix of the notification, e.g. ``"Denoise"``.
+    status : magicgui Label, optional
+        The widget's status line; shows the latest message.
+
+    Attributes
+    ----------
+    messages : list of str
+        Every message received (any thread), in order.
+
+    Notes
+    -----
+    Creating one adds a ``warnings`` filter ignoring
+    :class:`src_training.inference.InferenceMemoryWarning`: inside ``napari.run()`` napari turns Python
+    warnings into notifications, which would show each message a second time (and only the first time per
+    session). The core still logs every message (logger ``src_training.inference``).
+    """
+
+    def __init__(self, context: str, status: Any = None):
+        self.context = context
+        self.status = status
+        self.messages: list[str] = []
+        self._lock = threading.Lock()
+        from src_training.inference import InferenceMemoryWarning
+
+        warnings.filterwarnings("ignore", category=InferenceMemoryWarning)
+
+    @property
+    def last(self) -> str | None:
+        """The latest message, or None."""
+        with self._lock:
+            return self.messages[-1] if self.messages else None
+
+    def __call__(self, message: str) -> None:
+        """Record ``message`` and show it in the GUI thread (callable from any thread; never raises)."""
+        message = str(message)
+        with self._lock:
+            self.messages.append(message)
+        try:
+            from qtpy.QtCore import QCoreApplication
+            from superqt.utils import ensure_main_thread
+
+            if QCoreApplication.instance() is None:
+                self._show(message)
+            else:
+                ensure_main_thread(self._show)(message)
+        except Exception:  # noqa: BLE001 - a message must never stop the computation; the core logged it
+            pass
+
+    def _show(self, message: str) -> None:
+        """GUI thread: warning notification + status line."""
+        try:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{self.context}: {message}")
+        except Exception:  # noqa: BLE001 - napari absent: the core's log has it
+            pass
+        if self.status is not None:
+            try:
+                self.status.value = message
+            except RuntimeError:  # the widget is gone
+                pass
+
+
+def with_note(text: str, messages: InferenceMessages | None) -> str:
+    """``text`` followed by the latest inference message, if any (keeps a fallback visible in the status
+    line while progress messages keep arriving)."""
+    last = messages.last if messages is not None else None
+    return f"{text} ({last})" if last else text
 
 
 def denoiser_choices() -> list[tuple[str, str]]:
@@ -70,6 +155,7 @@ def denoise_work(
     device: str,
     batch_size: int = 4,
     cancel_event: Any = None,
+    on_message: Callable[[str], None] | None = None,
 ):
     """Progress generator: load the denoiser and denoise ``hu`` (runs in a worker thread).
 
@@ -84,6 +170,10 @@ def denoise_work(
     batch_size : int
     cancel_event : threading.Event, optional
         Stops after the current batch when set.
+    on_message : callable(str), optional
+        Receives the out-of-memory fallback messages of :func:`src_training.inference.denoise_slices`
+        (called in this thread; e.g. an :class:`InferenceMessages`). The progress messages repeat the
+        latest one.
 
     Yields
     ------
@@ -100,6 +190,8 @@ def denoise_work(
         The checkpoint holds another architecture than ``expected_model``, or bad device.
     CheckpointError
         Unreadable / wrong checkpoint.
+    src_training.inference.InferenceMemoryError
+        Out of memory even with one slice on the CPU.
     """
     from src_training.errors import ConfigError
     from src_training.inference import denoise_slices, load_denoiser
@@ -119,10 +211,18 @@ def denoise_work(
     hu_range = tuple(float(v) for v in config["hu_range"])
     out = np.empty(hu.shape, dtype=np.float32)
     start = 0
-    for done, tot, batch in denoise_slices(model, hu, hu_range, batch_size=int(batch_size)):
+    notes: list[str] = []
+
+    def relay(message: str) -> None:
+        notes.append(message)
+        if on_message is not None:
+            on_message(message)
+
+    for done, tot, batch in denoise_slices(model, hu, hu_range, batch_size=int(batch_size), on_message=relay):
         out[start:done] = batch
         start = done
-        yield (done, tot, f"denoising slice {done}/{tot}")
+        text = f"denoising slice {done}/{tot}"
+        yield (done, tot, f"{text} ({notes[-1]})" if notes else text)
         if cancel_event is not None and cancel_event.is_set():
             raise Cancelled("cancelled by the user")
     return out, config
@@ -166,6 +266,12 @@ class DenoiseWidget(Container):
                 self.status,
             ])
         self.runner = TaskRunner("Denoise", self.run_btn, self.cancel_btn, self.progress, self.status)
+        try:  # out-of-memory messages are long: wrap instead of widening the dock
+            self.status.native.setWordWrap(True)
+        except Exception:  # noqa: BLE001
+            pass
+        #: Messages of the last run (out-of-memory fallbacks), see :class:`InferenceMessages`.
+        self.messages = InferenceMessages("Denoise", self.status)
         self.run_btn.changed.connect(self.run)
         self.checkpoint.combo.changed.connect(self._on_checkpoint)
         self._on_checkpoint()
@@ -201,6 +307,7 @@ class DenoiseWidget(Container):
         z_cur = current_slice_index(self.viewer, layer) if layer is not None else 0
         layer_data = layer.data if layer is not None else None
         runner = self.runner
+        messages = self.messages = InferenceMessages("Denoise", self.status)
 
         def work():
             if layer is None:
@@ -210,7 +317,9 @@ class DenoiseWidget(Container):
             data = layer_volume(layer_data, layer.name)
             z0 = 0 if whole else z_cur
             hu = data if whole else data[z0 : z0 + 1]
-            out, config = yield from denoise_work(ckpt, expected, hu, device, batch, runner.cancel_event)
+            out, config = yield from denoise_work(
+                ckpt, expected, hu, device, batch, runner.cancel_event, on_message=messages
+            )
             return z0, out, config
 
         def add(result: Any) -> None:
@@ -235,6 +344,6 @@ class DenoiseWidget(Container):
             if np.asarray(layer.data).ndim == 2:
                 out = out[0]
             self.viewer.add_image(out, **kwargs)
-            self.status.value = f"added '{name}'"
+            self.status.value = with_note(f"added '{name}'", messages)
 
         return runner.start(work, add, desc="Denoise")

@@ -7,6 +7,7 @@ the score threshold or K re-filters the shapes layers without running the networ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from ._common import (
     run_controls,
     scope_chooser,
 )
+from .denoise import InferenceMessages, with_note
 
 #: Score threshold of the network run (detections below it are never kept).
 RAW_SCORE_THRESH = 0.01
@@ -45,6 +47,8 @@ def detect_work(
     k: int = K_MAX,
     score_thresh: float = RAW_SCORE_THRESH,
     cancel_event: Any = None,
+    batch_size: int = 1,
+    on_message: Callable[[str], None] | None = None,
 ):
     """Progress generator: load the detector and run it slice by slice (runs in a worker thread).
 
@@ -62,6 +66,12 @@ def detect_work(
     score_thresh : float
         Detections below this score are dropped by the network run.
     cancel_event : threading.Event, optional
+    batch_size : int
+        Slices per network pass (halved automatically when memory runs out, then the CPU is used).
+    on_message : callable(str), optional
+        Receives the out-of-memory fallback messages of :func:`src_training.inference.detect_slices`
+        (called in this thread; e.g. an :class:`~napari_lidnet._widgets.denoise.InferenceMessages`). The
+        progress messages repeat the latest one.
 
     Yields
     ------
@@ -72,6 +82,11 @@ def detect_work(
     (list of dict, dict config)
         One dict per processed slice as yielded by :func:`src_training.inference.detect_slices`
         (``slice``, ``boxes`` (n, 4) xyxy px, ``scores``, ``labels``, ``proposals`` (K, 4), ``objectness``).
+
+    Raises
+    ------
+    src_training.inference.InferenceMemoryError
+        Out of memory even with one slice on the CPU.
     """
     from src_training.inference import detect_slices, load_detector
 
@@ -82,11 +97,26 @@ def detect_work(
     detector, config = load_detector(checkpoint, device=device)
     hu_range = tuple(float(v) for v in config["hu_range"])
     results: list[dict[str, Any]] = []
+    notes: list[str] = []
+
+    def relay(message: str) -> None:
+        notes.append(message)
+        if on_message is not None:
+            on_message(message)
+
     for res in detect_slices(
-        detector, hu, hu_range, k=int(k), score_thresh=float(score_thresh), slices=slices, batch_size=1
+        detector,
+        hu,
+        hu_range,
+        k=int(k),
+        score_thresh=float(score_thresh),
+        slices=slices,
+        batch_size=max(1, int(batch_size)),
+        on_message=relay,
     ):
         results.append(res)
-        yield (int(res["done"]), int(res["total"]), f"detecting: slice {res['slice']}")
+        text = f"detecting: slice {res['slice']}"
+        yield (int(res["done"]), int(res["total"]), f"{text} ({notes[-1]})" if notes else text)
         if cancel_event is not None and cancel_event.is_set():
             raise Cancelled("cancelled by the user")
     return results, config
@@ -153,6 +183,13 @@ class DetectWidget(Container):
         self.score_thresh = FloatSlider(label="score threshold", min=0.0, max=1.0, step=0.01, value=0.5)
         self.top_k = SpinBox(label="RPN top-K", min=0, max=K_MAX, value=5)
         self.show_proposals = CheckBox(label="show RPN proposals", value=True)
+        self.batch_size = SpinBox(
+            label="batch size",
+            min=1,
+            max=64,
+            value=1,
+            tooltip="slices per network pass; halved automatically (then the CPU is used) when memory runs out",
+        )
         self.run_btn, self.cancel_btn, self.progress, self.status = run_controls("Detect")
         self.extend([
                 self.image,
@@ -162,12 +199,19 @@ class DetectWidget(Container):
                 self.score_thresh,
                 self.top_k,
                 self.show_proposals,
+                self.batch_size,
                 self.run_btn,
                 self.cancel_btn,
                 self.progress,
                 self.status,
             ])
         self.runner = TaskRunner("Detect lesions", self.run_btn, self.cancel_btn, self.progress, self.status)
+        try:  # out-of-memory messages are long: wrap instead of widening the dock
+            self.status.native.setWordWrap(True)
+        except Exception:  # noqa: BLE001
+            pass
+        #: Messages of the last run (out-of-memory fallbacks), see :class:`InferenceMessages`.
+        self.messages = InferenceMessages("Detect lesions", self.status)
         #: Raw network results of the last run: list of per-slice dicts (see :func:`detect_work`).
         self.raw_results: list[dict[str, Any]] | None = None
         self.source_layer: Any = None
@@ -192,7 +236,9 @@ class DetectWidget(Container):
         whole = self.scope.value == "whole volume"
         z_cur = current_slice_index(self.viewer, layer) if layer is not None else 0
         data = layer.data if layer is not None else None
+        batch = int(self.batch_size.value)
         runner = self.runner
+        messages = self.messages = InferenceMessages("Detect lesions", self.status)
 
         def work():
             if layer is None:
@@ -202,7 +248,9 @@ class DetectWidget(Container):
             hu = layer_volume(data, layer.name)
             slices = None if whole else [z_cur]
             self.n_network_runs += 1
-            results, config = yield from detect_work(ckpt, hu, slices, device, cancel_event=runner.cancel_event)
+            results, config = yield from detect_work(
+                ckpt, hu, slices, device, cancel_event=runner.cancel_event, batch_size=batch, on_message=messages
+            )
             return results, config
 
         def done(result: Any) -> None:
@@ -210,6 +258,8 @@ class DetectWidget(Container):
             self.raw_results = results
             self.source_layer = layer
             self.refilter()
+            if messages.last:
+                self.status.value = with_note(str(self.status.value), messages)
 
         return runner.start(work, done, desc="Detect lesions")
 
