@@ -62,6 +62,10 @@ class InferenceMessages:
         self.status = status
         self.messages: list[str] = []
         self._lock = threading.Lock()
+        try:  # out-of-memory messages are long: wrap the status label instead of widening the dock
+            status.native.setWordWrap(True)
+        except Exception:  # noqa: BLE001 - no label, or not a Qt label
+            pass
         from src_training.inference import InferenceMemoryWarning
 
         warnings.filterwarnings("ignore", category=InferenceMemoryWarning)
@@ -266,10 +270,6 @@ class DenoiseWidget(Container):
                 self.status,
             ])
         self.runner = TaskRunner("Denoise", self.run_btn, self.cancel_btn, self.progress, self.status)
-        try:  # out-of-memory messages are long: wrap instead of widening the dock
-            self.status.native.setWordWrap(True)
-        except Exception:  # noqa: BLE001
-            pass
         #: Messages of the last run (out-of-memory fallbacks), see :class:`InferenceMessages`.
         self.messages = InferenceMessages("Denoise", self.status)
         self.run_btn.changed.connect(self.run)

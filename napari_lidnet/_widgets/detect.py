@@ -206,10 +206,6 @@ class DetectWidget(Container):
                 self.status,
             ])
         self.runner = TaskRunner("Detect lesions", self.run_btn, self.cancel_btn, self.progress, self.status)
-        try:  # out-of-memory messages are long: wrap instead of widening the dock
-            self.status.native.setWordWrap(True)
-        except Exception:  # noqa: BLE001
-            pass
         #: Messages of the last run (out-of-memory fallbacks), see :class:`InferenceMessages`.
         self.messages = InferenceMessages("Detect lesions", self.status)
         #: Raw network results of the last run: list of per-slice dicts (see :func:`detect_work`).
