@@ -641,6 +641,8 @@ class TrainWidget(QWidget):
         s.setRange(lo, hi)
         s.setValue(int(val))
         s.setToolTip(tip)
+        # room for 5 digits plus the +/- buttons (the paper's 4000-step phases were clipped)
+        s.setMinimumWidth(s.fontMetrics().horizontalAdvance("00000") + 90)
         return s
 
     @staticmethod
