@@ -73,6 +73,13 @@ def test_simulate_current_slice_matches_core(viewer_ct, sync_mode):
     assert new.metadata["dicom"]["StudyInstanceUID"] == layer.metadata["dicom"]["StudyInstanceUID"]
     ref = simulate_ldct(np.asarray(layer.data)[2], layer.metadata["spacing"][1], 1000.0, seed=3, first_index=2)
     assert np.array_equal(new.data[0], ref)
+    # the measured soft-tissue noise is shown and stored (HU)
+    from src_training.simulation import soft_tissue_noise_sigma
+
+    sigma = soft_tissue_noise_sigma(np.asarray(layer.data)[2], ref)
+    assert new.metadata["noise_sigma_hu"] == pytest.approx(sigma, nan_ok=True)
+    assert ("noise sigma" in w.status.value) or ("no uniform soft tissue" in w.status.value)
+    assert "photons per ray" in w.info.value and "1000 views" in w.info.value
 
 
 def test_simulate_runs_in_a_worker_without_blocking(viewer_ct, qtbot, monkeypatch):

@@ -1,7 +1,8 @@
 """Simulate-low-dose widget: Poisson low-dose simulation of the chosen CT at incident flux N0.
 
-Every computation is a call into :mod:`src_training.simulation` (Zeng et al. 2015 style: counts
-``N0 exp(-p)``, Poisson noise, FBP). Slice ``k`` of a volume always uses the random stream
+Every computation is a call into :mod:`src_training.simulation` (counts ``N0 exp(-p)`` per ray, Poisson
+noise, Hann-windowed FBP, stated geometry: 1000 views, 1 mm bins). After a run the status line shows the
+measured soft-tissue noise sigma in HU (also in the new layer's metadata, ``noise_sigma_hu``). Slice ``k`` of a volume always uses the random stream
 ``(seed, k)``, so the current slice alone gives the same values as the whole-volume run.
 """
 
@@ -112,7 +113,8 @@ class SimulateWidget(Container):
             self.n0._widget._mgui_set_readout_visibility(False)
         except Exception:  # noqa: BLE001 - another backend: keep its readout
             pass
-        self.n0.tooltip = "Incident photons per detector bin; LIDnet: 1000 (lung CT), 3000 (chest PE-CT)"
+        self.n0.tooltip = ("Incident photons per ray (detector bin and view); LIDnet: 1000 (lung CT), 3000 (chest PE-CT). "
+                           "Scanner: parallel beam, 1000 views, 1 mm bins, Hann-windowed FBP.")
         self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
         self.scope = scope_chooser()
         self.use_cache = CheckBox(label="cache whole-volume results", value=True)
@@ -131,7 +133,11 @@ class SimulateWidget(Container):
         return nice_n0(self.n0.value)
 
     def _show_n0(self, *_: Any) -> None:
-        self.info.value = f"N0 = {self.n0_value:g} photons/bin (lower N0 = lower dose = more noise)"
+        from src_training.simulation import DEFAULT_GEOMETRY
+
+        g = DEFAULT_GEOMETRY
+        self.info.value = (f"N0 = {self.n0_value:g} photons per ray (lower N0 = lower dose = more noise); "
+                           f"{g.n_views} views, {g.bin_mm:g} mm bins, FBP {g.filter_name}")
 
     def run(self, *_: Any) -> Any:
         """Start the simulation (thread worker; synchronous with ``LIDNET_SYNC=1``)."""
@@ -170,23 +176,30 @@ class SimulateWidget(Container):
             result = yield from simulate_work(
                 hu, spacing[1], n0, seed, first_index=z0, cache_dir=cache, cancel_event=runner.cancel_event
             )
-            return z0, result
+            from src_training.simulation import soft_tissue_noise_sigma
+
+            return z0, result, soft_tissue_noise_sigma(hu, result)
 
         # read the viewer state in the GUI thread
         state["z"] = current_slice_index(self.viewer, layer) if layer is not None else 0
 
         def add(result: Any) -> None:
-            z0, ldct = result
+            z0, ldct, sigma = result
             name = f"LDCT N0={n0:g}" + ("" if whole else f" slice {z0}")
+            from src_training.simulation import DEFAULT_GEOMETRY
+
             kwargs = derived_image_kwargs(
                 layer,
                 name=name,
                 z_offset=z0,
-                extra_metadata={"n0": n0, "seed": seed, "simulated_from": layer.name},
+                extra_metadata={"n0": n0, "seed": seed, "simulated_from": layer.name,
+                                "noise_sigma_hu": sigma, "geometry": DEFAULT_GEOMETRY.describe()},
             )
             if np.asarray(layer.data).ndim == 2:
                 ldct = ldct[0]
             self.viewer.add_image(ldct, **kwargs)
-            self.status.value = f"added '{name}'"
+            noise = "no uniform soft tissue to measure the noise in" if sigma != sigma else \
+                f"soft-tissue noise sigma {sigma:.0f} HU"
+            self.status.value = f"added '{name}': {noise}"
 
         return runner.start(work, add, desc=f"Simulate LDCT N0={n0:g}")
