@@ -51,7 +51,7 @@ def test_synthetic_nodules_in_lung(lung1):
     z = 9
     hu = lung1.ndct.hu[z]
     real = lung1.boxes[z]
-    new, boxes = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, avoid_boxes=real)
+    new, boxes = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, (6.0, 14.0), avoid_boxes=real)
     assert new.dtype == np.float32 and new.shape == hu.shape
     assert boxes.dtype == np.float32 and boxes.shape == (5, 4)
     lung = lung_mask_2d(hu)
@@ -71,7 +71,7 @@ def test_synthetic_nodules_in_lung(lung1):
     # The boxes enclose the nodules: every strongly changed pixel is within a box (2 px soft-edge tolerance).
     assert changed.any() and not (changed & ~covered).any()
     # Deterministic for a given generator; diameter within range (6-14 mm at 0.57 mm/pixel).
-    new2, boxes2 = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, avoid_boxes=real)
+    new2, boxes2 = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, (6.0, 14.0), avoid_boxes=real)
     np.testing.assert_array_equal(boxes, boxes2)
     np.testing.assert_array_equal(new, new2)
     sizes_mm = (boxes[:, 2:] - boxes[:, :2]) * lung1.ndct.spacing[1]
@@ -85,3 +85,21 @@ def test_synthetic_nodules_no_room():
     np.testing.assert_array_equal(new, body)
     with pytest.raises(LidnetError):
         insert_synthetic_nodules(np.zeros((2, 4, 4)), 0.7, 0, 1)
+
+
+def test_large_synthetic_nodules_stay_in_lung_and_precomputed_distance_is_equivalent(lung1):
+    """Default diameters (6-24 mm): every pixel the nodules change lies in the lung mask, and passing the
+    precomputed lung-distance map gives the same result as computing it inside."""
+    from src_training.nodules import DEFAULT_DIAMETER_MM, lung_distance_map
+
+    hu = lung1.ndct.hu[12]
+    new, boxes = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(3), 4)
+    assert len(boxes) >= 2
+    changed = np.abs(new - hu) > 20
+    assert changed.any() and lung_mask_2d(hu)[changed].all()
+    sizes_mm = (boxes[:, 2:] - boxes[:, :2]).mean(axis=1) * lung1.ndct.spacing[1]
+    assert sizes_mm.min() > 0.6 * DEFAULT_DIAMETER_MM[0] and sizes_mm.max() < 1.3 * DEFAULT_DIAMETER_MM[1]
+    new2, boxes2 = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(3), 4,
+                                            lung_distance=lung_distance_map(hu))
+    np.testing.assert_array_equal(new, new2)
+    np.testing.assert_array_equal(boxes, boxes2)
