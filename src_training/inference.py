@@ -91,9 +91,11 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "auto") 
 
     Returns
     -------
-    (LesionDetector, dict)
-        The detector in eval mode on ``device`` and its configuration dict (``hu_range`` etc.;
-        ``"detector_backbone"`` set from the file).
+    (LesionDetector or FCOSLesionDetector, dict)
+        The detector in eval mode on ``device`` (the architecture from the file's ``arch``: ``faster_rcnn``,
+        the default, or ``fcos``, the judge) and its configuration dict (``hu_range`` etc.;
+        ``"detector_backbone"`` and ``"arch"`` set from the file). fp16-stored weights are loaded into the
+        float32 model.
 
     Raises
     ------
@@ -110,16 +112,30 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "auto") 
     config = dict(ckpt.get("config") or {})
     backbone = ckpt.get("backbone") or config.get("detector_backbone", "resnet50")
     hparams = ckpt.get("hparams") if isinstance(ckpt.get("hparams"), dict) else {}
-    try:
-        # build_detector reads the file again (weights_only) and applies its hparams (norm, anchors).
-        detector = build_detector(str(backbone), int(hparams.get("num_classes", 2)), weights_path=path)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot build a '{backbone}' detector from these weights ({exc}).") from exc
+    arch = str(ckpt.get("arch") or hparams.get("arch") or "faster_rcnn")
+    if arch == "fcos":
+        from .models.fcos import build_fcos_detector
+
+        try:
+            opts = {k: v for k, v in hparams.items() if k not in ("arch", "backbone", "num_classes")}
+            detector = build_fcos_detector(str(backbone), int(hparams.get("num_classes", 2)), **opts)
+            detector.load_state_dict(ckpt["state_dict"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{path}: cannot build an FCOS '{backbone}' detector from these weights ({exc}).") from exc
+    elif arch == "faster_rcnn":
+        try:
+            # build_detector reads the file again (weights_only) and applies its hparams (norm, anchors).
+            detector = build_detector(str(backbone), int(hparams.get("num_classes", 2)), weights_path=path)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot build a '{backbone}' detector from these weights ({exc}).") from exc
+    else:
+        raise CheckpointError(f"{path}: unknown detector architecture {arch!r} (expected faster_rcnn or fcos).")
     config.setdefault("hu_range", list(DEFAULT_HU_RANGE))
     config["detector_backbone"] = str(backbone)
     config["step"] = ckpt.get("step")
+    config["arch"] = arch
     return detector.to(dev).eval(), config
 
 
@@ -593,7 +609,8 @@ def detect_slices(
     dict
         Per slice, in order: ``slice`` (int), ``done``/``total`` (progress), ``boxes`` float32 (n, 4) xyxy
         pixels, ``scores`` float32 (n,), ``labels`` int64 (n,), ``proposals`` float32 (K, 4) and
-        ``objectness`` float32 (K,) (the top-K RPN proposals, sorted by objectness).
+        ``objectness`` float32 (K,) (the top-K RPN proposals, sorted by objectness; empty (0, 4) / (0,) for a
+        detector without an RPN, such as the FCOS judge).
 
     Raises
     ------
@@ -613,21 +630,25 @@ def detect_slices(
             raise IndexError(f"Slice {s} is outside the volume of {vol.shape[0]} slices.")
     total = len(idx)
     fused = callable(getattr(detector, "detect_and_rpn", None))
+    has_rpn = callable(getattr(detector, "rpn_topk", None))
 
     def run(start: int, stop: int, d: torch.device):
         x = _to_device(torch.from_numpy(hu_to_unit(vol[idx[start:stop]], hr))[:, None], d)
+        rpn = None
         if fused:
             dets, rpn = detector.detect_and_rpn(x, int(k), float(score_thresh))
         else:
             dets = detector.detect(x, score_thresh=float(score_thresh))
-            rpn = detector.rpn_topk(x, int(k))
+            if has_rpn:
+                rpn = detector.rpn_topk(x, int(k))
+        empty4, empty = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         return [
             {
                 "boxes": dets[j]["boxes"].detach().float().cpu().numpy().reshape(-1, 4),
                 "scores": dets[j]["scores"].detach().float().cpu().numpy().reshape(-1),
                 "labels": dets[j]["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1),
-                "proposals": rpn.proposals[j].detach().float().cpu().numpy().reshape(-1, 4),
-                "objectness": rpn.objectness[j].detach().float().cpu().numpy().reshape(-1),
+                "proposals": rpn.proposals[j].detach().float().cpu().numpy().reshape(-1, 4) if rpn else empty4,
+                "objectness": rpn.objectness[j].detach().float().cpu().numpy().reshape(-1) if rpn else empty,
             }
             for j in range(stop - start)
         ]
