@@ -58,6 +58,18 @@ class CaseArrays:
         Lesion boxes ``xyxy`` in pixels per slice index (slices without lesions may be absent).
     spacing : (float, float, float)
         Voxel size ``(z, y, x)`` in mm.
+    real_boxes : dict int -> ndarray float32 (n, 4)
+        The subset of ``boxes`` that are real (annotated) lesions, not synthetic nodules.
+    noise_sigma_hu : float or None
+        Soft-tissue sigma (HU) of the simulated dose noise on this (possibly resampled) grid
+        (:func:`src_training.simulation.soft_tissue_noise_sigma`); None when not simulated.
+    native_noise_sigma_hu : float or None
+        The same at the native pixel size, where the simulation ran.
+    native_spacing : (float, float, float) or None
+        Voxel size of the native grid, mm.
+    native_noise_sigma_by_slice : list of float
+        The native soft-tissue sigma of every slice (HU; empty when not simulated): the dose noise grows
+        with the attenuation of the slice (fixed N0, no tube-current modulation).
 
     Raises
     ------
@@ -70,6 +82,11 @@ class CaseArrays:
     ldct_hu: np.ndarray
     boxes: dict[int, np.ndarray] = field(default_factory=dict)
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    real_boxes: dict[int, np.ndarray] = field(default_factory=dict)
+    noise_sigma_hu: Optional[float] = None
+    native_noise_sigma_hu: Optional[float] = None
+    native_spacing: Optional[tuple[float, float, float]] = None
+    native_noise_sigma_by_slice: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ndct_hu = np.asarray(self.ndct_hu, dtype=np.float32)
@@ -103,6 +120,8 @@ class CaseArrays:
                 b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
                 clean[k] = b
         self.boxes = clean
+        self.real_boxes = {int(k): np.asarray(b, dtype=np.float32).reshape(-1, 4)
+                           for k, b in (self.real_boxes or {}).items() if len(np.asarray(b).reshape(-1, 4))}
         self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
 
     @property
@@ -267,10 +286,13 @@ def _case_seed(source: str, seed: int) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(source.encode("utf-8"))) % (2**31 - 1)
 
 
-def _insert_nodules(hu, boxes, spacing, per_slice: int, seed: int):
-    """Insert ``per_slice`` synthetic nodules in every slice (:func:`src_training.sample.insert_synthetic_nodules`,
-    avoiding the real lesions); returns (new HU volume, boxes real + synthetic)."""
-    from .sample import insert_synthetic_nodules
+def _insert_nodules(hu, boxes, spacing, per_slice: int, seed: int, diameter_mm=None):
+    """Insert ``per_slice`` synthetic nodules in every slice (:func:`src_training.nodules.insert_synthetic_nodules`,
+    avoiding the real lesions; diameters ``diameter_mm``, default the module's); returns (new HU volume, boxes
+    real + synthetic)."""
+    from .nodules import DEFAULT_DIAMETER_MM, insert_synthetic_nodules
+
+    diameter_mm = tuple(diameter_mm) if diameter_mm is not None else DEFAULT_DIAMETER_MM
 
     rng = np.random.default_rng([int(seed), 7])
     out = np.empty_like(hu, dtype=np.float32)
@@ -278,7 +300,7 @@ def _insert_nodules(hu, boxes, spacing, per_slice: int, seed: int):
     for z in range(hu.shape[0]):
         real = np.asarray(boxes.get(z, np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4)
         new_slice, new_boxes = insert_synthetic_nodules(
-            hu[z], (float(spacing[1]), float(spacing[2])), rng, int(per_slice), avoid_boxes=real
+            hu[z], (float(spacing[1]), float(spacing[2])), rng, int(per_slice), diameter_mm, avoid_boxes=real
         )
         out[z] = new_slice
         allb = np.concatenate([real, np.asarray(new_boxes, dtype=np.float32).reshape(-1, 4)])
@@ -290,37 +312,56 @@ def _insert_nodules(hu, boxes, spacing, per_slice: int, seed: int):
 def prepare_case(
     source: str,
     *,
-    n0: float = 1000.0,
+    n0: Optional[float] = 1000.0,
     seed: int = 0,
     image_size: Optional[int] = None,
     synthetic_nodules_per_slice: int = 0,
     cache_dir: Optional[str | os.PathLike] = None,
+    nodule_diameter_mm: Optional[Sequence[float]] = None,
+    geometry=None,
+    simulate: bool = True,
+    max_slices: Optional[int] = None,
 ) -> CaseArrays:
-    """Load one training source and simulate its low-dose version.
+    """Load one training or evaluation source and simulate its low-dose version at the NATIVE pixel size.
 
-    Steps: :func:`load_source` -> optional :func:`resample_slices` to ``image_size`` -> optional synthetic
-    nodules (before simulation, seeded) -> low-dose simulation at flux ``n0``
-    (:func:`src_training.simulation.cached_simulate_ldct`, cached under ``cache_dir``; uncached
-    :func:`~src_training.simulation.simulate_ldct` when ``cache_dir`` is None).
+    Steps: :func:`load_source` -> optional synthetic nodules on the native grid (seeded, never overlapping the
+    real lesions) -> low-dose simulation at flux ``n0`` on the native grid
+    (:func:`src_training.simulation.cached_simulate_ldct`, cached under ``cache_dir``; uncached when
+    ``cache_dir`` is None) -> optional :func:`resample_slices` of NDCT, LDCT and boxes to ``image_size``.
+    Simulating before resampling keeps the noise texture of the scanner geometry (the project's rule; the
+    previous order, resample then simulate, tied the noise to the working pixel size). The soft-tissue noise
+    sigma is measured on both grids (:func:`src_training.simulation.soft_tissue_noise_sigma`).
 
     Parameters
     ----------
     source : str
         See :func:`load_source`.
-    n0 : float
-        Incident photons per detector bin of the simulated low-dose scan (paper: 1000 for lung CT).
+    n0 : float or None
+        Incident photons per ray of the simulated low-dose scan (paper: 1000 for lung CT, 3000 PE-CT).
     seed : int
-        Base seed; the case's simulation and nodule seeds derive from it and the source string.
+        Data seed; the case's simulation and nodule seeds derive from it and the source string.
     image_size : int or None
-        Resample slices to ``image_size``^2 pixels (boxes scaled, spacing updated); None keeps the size.
+        Resample slices to ``image_size``^2 pixels after the simulation (boxes scaled, spacing updated); None
+        keeps the native size.
     synthetic_nodules_per_slice : int
         Nodules inserted per slice (0 = none).
     cache_dir : path-like or None
         Simulation cache folder.
+    nodule_diameter_mm : (min, max) mm, optional
+        Synthetic nodule diameters (default :data:`src_training.nodules.DEFAULT_DIAMETER_MM`).
+    geometry : src_training.simulation.ScanGeometry, optional
+        Scanner geometry (default :data:`src_training.simulation.DEFAULT_GEOMETRY`).
+    simulate : bool
+        False: no simulation (``ldct_hu`` is a copy of the NDCT; for NDCT-only uses such as detector
+        evaluation).
+    max_slices : int, optional
+        Keep only this many slices, chosen before anything else: those with real lesions first, then the
+        others (z order kept). For quick runs and tests.
 
     Returns
     -------
     CaseArrays
+        With ``real_boxes`` and the noise sigma on both grids.
 
     Raises
     ------
@@ -328,19 +369,57 @@ def prepare_case(
         Bad source, unreadable data, or input the simulator refuses.
     """
     hu, spacing, boxes = load_source(source, require_boxes=synthetic_nodules_per_slice <= 0)
-    if image_size is not None:
-        hu, boxes, spacing = resample_slices(hu, boxes, spacing, int(image_size))
+    if max_slices is not None and int(max_slices) < hu.shape[0]:
+        rank = sorted(range(hu.shape[0]), key=lambda z: (-len(boxes.get(z, ())), z))
+        keep = sorted(rank[: max(1, int(max_slices))])
+        new_index = {z: i for i, z in enumerate(keep)}
+        hu = hu[keep]
+        boxes = {new_index[z]: b for z, b in boxes.items() if z in new_index}
+    real = {int(k): np.asarray(v, dtype=np.float32).reshape(-1, 4) for k, v in boxes.items()}
     cseed = _case_seed(source, seed)
     if synthetic_nodules_per_slice > 0:
-        hu, boxes = _insert_nodules(hu, boxes, spacing, int(synthetic_nodules_per_slice), cseed + 1)
+        hu, boxes = _insert_nodules(hu, boxes, spacing, int(synthetic_nodules_per_slice), cseed + 1,
+                                    nodule_diameter_mm)
     from . import simulation
 
-    if cache_dir is not None:
-        ldct = simulation.cached_simulate_ldct(hu, spacing[1], n0, seed=cseed, cache_dir=cache_dir)
+    native_sigma = None
+    if simulate:
+        kw = {} if geometry is None else {"geometry": geometry}
+        if cache_dir is not None:
+            ldct = simulation.cached_simulate_ldct(hu, spacing[1], n0, seed=cseed, cache_dir=cache_dir, **kw)
+        else:
+            ldct = simulation.simulate_ldct(hu, spacing[1], n0, seed=cseed, **kw)
+        native_sigma = simulation.soft_tissue_noise_sigma(hu, ldct)
+        by_slice = [simulation.soft_tissue_noise_sigma(hu[z], ldct[z]) for z in range(hu.shape[0])]
     else:
-        ldct = simulation.simulate_ldct(hu, spacing[1], n0, seed=cseed)
+        by_slice = []
+        ldct = hu.copy()
+    native_spacing = tuple(float(v) for v in spacing)
+    if image_size is not None:
+        both, boxes, new_spacing = resample_slices(np.concatenate([hu, ldct]), boxes, spacing, int(image_size))
+        _, real, _ = resample_slices(hu[:1], real, spacing, int(image_size))
+        hu, ldct, spacing = both[: hu.shape[0]], both[hu.shape[0]:], new_spacing
+    sigma = simulation.soft_tissue_noise_sigma(hu, ldct) if simulate else None
     return CaseArrays(name=str(source), ndct_hu=hu, ldct_hu=np.asarray(ldct, dtype=np.float32), boxes=boxes,
-                      spacing=spacing)
+                      spacing=spacing, real_boxes=real, noise_sigma_hu=sigma, native_noise_sigma_hu=native_sigma,
+                      native_spacing=native_spacing, native_noise_sigma_by_slice=by_slice)
+
+
+def case_options(config) -> dict:
+    """Keyword arguments of :func:`prepare_case` that a :class:`~src_training.config.TrainConfig` sets (the one
+    place mapping the configuration to the data pipeline): ``n0``, ``seed`` (``config.data_seed``, or
+    ``config.seed`` when None), ``image_size``, ``synthetic_nodules_per_slice``, ``nodule_diameter_mm`` and the
+    scanner ``geometry`` (``sim_views``, ``sim_bin_mm``, ``sim_filter``)."""
+    from .simulation import ScanGeometry
+
+    return dict(
+        n0=config.n0,
+        seed=config.seed if config.data_seed is None else config.data_seed,
+        image_size=config.image_size,
+        synthetic_nodules_per_slice=config.synthetic_nodules_per_slice,
+        nodule_diameter_mm=tuple(config.nodule_diameter_mm),
+        geometry=ScanGeometry(n_views=config.sim_views, bin_mm=config.sim_bin_mm, filter_name=config.sim_filter),
+    )
 
 
 def prepare_cases(config, cache_dir: Optional[str | os.PathLike] = None) -> list[CaseArrays]:
@@ -354,17 +433,8 @@ def prepare_cases(config, cache_dir: Optional[str | os.PathLike] = None) -> list
     if not config.train_data:
         raise ConfigError("The configuration has no training data: set train_data, e.g. [\"sample:lung1\"].")
     cache = cache_dir if cache_dir is not None else config.cache_dir
-    return [
-        prepare_case(
-            src,
-            n0=config.n0,
-            seed=config.seed,
-            image_size=config.image_size,
-            synthetic_nodules_per_slice=config.synthetic_nodules_per_slice,
-            cache_dir=cache,
-        )
-        for src in expand_sources(config.train_data)
-    ]
+    opts = case_options(config)
+    return [prepare_case(src, cache_dir=cache, **opts) for src in expand_sources(config.train_data)]
 
 
 def expand_sources(sources: Sequence[str]) -> list[str]:
@@ -440,6 +510,10 @@ class SliceDataset(Dataset):
     lesion_slices_only : bool
         Only slices with at least one box (default False: slices without lesions are included, with
         empty targets, as negatives for the detector).
+    lesion_crop_fraction : float in [0, 1]
+        Probability that a crop of a slice with lesions is centred on one of them (a random box, centre
+        jittered by up to a quarter of the crop size; LIDnet's losses need lesions inside the crop); the other
+        crops are uniform. 0 (default) = uniform crops only.
 
     Items
     -----
@@ -466,6 +540,7 @@ class SliceDataset(Dataset):
         seed: int = 0,
         min_box_fraction: float = 0.5,
         lesion_slices_only: bool = False,
+        lesion_crop_fraction: float = 0.0,
     ):
         if isinstance(cases, CaseArrays):
             cases = [cases]
@@ -480,6 +555,9 @@ class SliceDataset(Dataset):
         self.crop_size = None if crop_size is None else int(crop_size)
         self.seed = int(seed)
         self.min_box_fraction = float(min_box_fraction)
+        if not 0.0 <= float(lesion_crop_fraction) <= 1.0:
+            raise ConfigError(f"lesion_crop_fraction must be in [0, 1], got {lesion_crop_fraction}.")
+        self.lesion_crop_fraction = float(lesion_crop_fraction)
         self.epoch = 0
         self.index: list[tuple[int, int]] = [
             (ci, z)
@@ -516,6 +594,12 @@ class SliceDataset(Dataset):
             rng = np.random.default_rng([self.seed, epoch, i])
             y0 = int(rng.integers(0, h - ch + 1))
             x0 = int(rng.integers(0, w - cw + 1))
+            if self.lesion_crop_fraction > 0 and len(boxes) and rng.random() < self.lesion_crop_fraction:
+                b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[int(rng.integers(len(boxes)))]
+                cy = 0.5 * (b[1] + b[3]) + rng.uniform(-0.25, 0.25) * ch
+                cx = 0.5 * (b[0] + b[2]) + rng.uniform(-0.25, 0.25) * cw
+                y0 = int(np.clip(round(cy - ch / 2), 0, h - ch))
+                x0 = int(np.clip(round(cx - cw / 2), 0, w - cw))
             nd = nd[y0:y0 + ch, x0:x0 + cw]
             ld = ld[y0:y0 + ch, x0:x0 + cw]
             boxes = crop_boxes(boxes, x0, y0, cw, ch, self.min_box_fraction)

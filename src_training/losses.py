@@ -1,12 +1,18 @@
 """Loss functions of LIDnet (Chen et al., "Low-dose CT denoising with lesion-aware ...", ACM MM 2021,
 arXiv:2104.08845).
 
-* :func:`recon_loss` -- pixel reconstruction loss, the mean absolute error (first term of Eq. 8).
+* :func:`recon_loss` -- pixel reconstruction loss, the absolute error (first term of Eq. 8), summed over each
+  image's pixels and averaged over the batch as the paper writes it (``reduction="paper"``) or averaged over
+  pixels (``"normalised"``).
 * :func:`roi_perceptual_loss` -- the ROI perceptual loss of Eq. 4: backbone features of the denoised
   image and of the normal-dose image are compared inside the top-K region proposals of the detector.
 * :func:`detection_loss` -- the detection loss of the (frozen) detector on the denoised image: the
   sum of torchvision's Faster R-CNN losses (RPN + box-head terms; third term of Eq. 8).
 * :func:`lidnet_generator_loss` -- Eq. 8, ``L = L_rec + lambda_1 L_roi + lambda_2 L_det``.
+
+``REDUCTIONS``: ``"paper"`` reproduces Eq. 8 as printed; ``"normalised"`` makes every term scale-free (the
+per-pixel MAE and the feature losses relative to the NDCT feature energy), see
+:class:`src_training.config.TrainConfig` ``loss_reduction``.
 
 All images are ``(B, 1, H, W)`` float32 tensors on the [0, 1] scale (HU clipped to the model's
 ``hu_range`` and scaled, see :func:`src_training.windowing.hu_to_unit`).
@@ -26,9 +32,21 @@ from .errors import ConfigError
 #: FPN levels the ROI perceptual loss pools from (the levels torchvision's Faster R-CNN box head uses).
 ROI_FEATURE_LEVELS: tuple[str, ...] = ("0", "1", "2", "3")
 
+#: Reductions of Eq. 8's terms (see the module docstring).
+REDUCTIONS: tuple[str, ...] = ("paper", "normalised")
 
-def recon_loss(denoised: Tensor, ndct: Tensor) -> Tensor:
-    """Pixel reconstruction loss: mean absolute error (L1), first term of Eq. 8 of the LIDnet paper.
+_EPS = 1e-12
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def recon_loss(denoised: Tensor, ndct: Tensor, reduction: str = "normalised") -> Tensor:
+    """Pixel reconstruction loss, first term of Eq. 8 of the LIDnet paper (absolute error, "MAE" per the
+    paper's appendix).
 
     Parameters
     ----------
@@ -36,19 +54,26 @@ def recon_loss(denoised: Tensor, ndct: Tensor) -> Tensor:
         Denoiser output F(x).
     ndct : Tensor (B, 1, H, W) float32, [0, 1]
         Normal-dose target y.
+    reduction : str
+        ``"paper"``: ``(1/N) sum_i ||F(x_i) - y_i||_1``, the absolute error summed over each image's pixels and
+        averaged over the N images of the batch, as Eq. 8 is printed. ``"normalised"`` (default here, the
+        per-pixel mean the baselines use): ``mean(|F(x) - y|)`` over all pixels of the batch; the paper form
+        divided by H x W.
 
     Returns
     -------
     Tensor, scalar
-        ``mean(|F(x) - y|)`` over all pixels of the batch (unit: [0, 1] scale).
+        Unit: the [0, 1] scale (times pixels for ``"paper"``).
 
     Raises
     ------
     ValueError
-        If the shapes differ.
+        If the shapes differ or ``reduction`` is unknown.
     """
     if denoised.shape != ndct.shape:
         raise ValueError(f"recon_loss: shapes differ, denoised {tuple(denoised.shape)} vs NDCT {tuple(ndct.shape)}")
+    if _check_reduction(reduction) == "paper":
+        return (denoised - ndct).abs().flatten(1).sum(dim=1).mean()
     return F.l1_loss(denoised, ndct)
 
 
@@ -59,6 +84,7 @@ def roi_perceptual_loss(
     image_sizes: Sequence[tuple[int, int]],
     *,
     output_size: int = 7,
+    reduction: str = "paper",
 ) -> Tensor:
     """ROI perceptual loss, Eq. 4 of the LIDnet paper.
 
@@ -90,6 +116,10 @@ def roi_perceptual_loss(
         Image sizes before padding, as in :class:`src_training.models.detector.RPNOutput`.
     output_size : int
         RoIAlign output size (7 as in Faster R-CNN's box head).
+    reduction : str
+        ``"paper"`` (default): Eq. 4 as above. ``"normalised"``: the same divided by the mean squared pooled
+        NDCT feature ``mean_b ||RoI_b(T(y))||^2 / (w h d)`` (a relative error, independent of the detector's
+        feature scale).
 
     Returns
     -------
@@ -103,6 +133,7 @@ def roi_perceptual_loss(
         If the feature maps lack a level, shapes differ, or the number of proposal lists does not match
         the batch.
     """
+    _check_reduction(reduction)
     names = list(ROI_FEATURE_LEVELS)
     for name in names:
         if name not in feat_denoised or name not in feat_ndct:
@@ -130,7 +161,10 @@ def roi_perceptual_loss(
     pooled_dn = pooler({n: feat_denoised[n] for n in names}, boxes, sizes)
     with torch.no_grad():
         pooled_nd = pooler({n: feat_ndct[n].detach() for n in names}, boxes, sizes)
-    return F.mse_loss(pooled_dn, pooled_nd)
+    loss = F.mse_loss(pooled_dn, pooled_nd)
+    if reduction == "normalised":
+        loss = loss / (pooled_nd.pow(2).mean() + _EPS)
+    return loss
 
 
 def detection_loss(loss_dict: Mapping[str, Tensor]) -> Tensor:
@@ -311,7 +345,8 @@ def wgan_generator_loss(scores_fake: Tensor) -> Tensor:
 # ============================================================================ ablation: global perceptual
 
 
-def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mapping[str, Tensor]) -> Tensor:
+def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mapping[str, Tensor],
+                           reduction: str = "paper") -> Tensor:
     """Global perceptual loss, the ablation of Eq. 4 without the proposals: the same mean squared
     feature difference as :func:`roi_perceptual_loss`, over the whole FPN maps.
 
@@ -324,6 +359,8 @@ def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mappi
         FPN features of the denoised batch (keys ``'0'..'3'``; ``'pool'`` ignored), with graph.
     feat_ndct : mapping str -> Tensor (B, d, h_l, w_l)
         FPN features of the NDCT batch (constants).
+    reduction : str
+        ``"paper"`` (default) as above; ``"normalised"``: each level's term divided by ``mean(T_l(y)^2)``.
 
     Returns
     -------
@@ -332,8 +369,9 @@ def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mappi
     Raises
     ------
     ValueError
-        If a level is missing or shapes differ.
+        If a level is missing, shapes differ or ``reduction`` is unknown.
     """
+    _check_reduction(reduction)
     terms = []
     for name in ROI_FEATURE_LEVELS:
         if name not in feat_denoised or name not in feat_ndct:
@@ -341,7 +379,10 @@ def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mappi
         a, b = feat_denoised[name], feat_ndct[name]
         if a.shape != b.shape:
             raise ValueError(f"global_perceptual_loss: level '{name}' shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
-        terms.append(F.mse_loss(a, b.detach()))
+        term = F.mse_loss(a, b.detach())
+        if reduction == "normalised":
+            term = term / (b.detach().pow(2).mean() + _EPS)
+        terms.append(term)
     return torch.stack(terms).mean()
 
 

@@ -49,6 +49,7 @@ from .data import collate_slices
 from .device import auto_device
 from . import distributed as _dist
 from .errors import CheckpointError, ConfigError, LidnetError
+from .gradients import term_gradients
 from .losses import (
     detection_loss,
     dice_loss,
@@ -111,6 +112,10 @@ class ProgressEvent:
         Path of the file written (``checkpoint``, ``stopped``, ``done`` events).
     message : str
         Human-readable text.
+    grad_shares : dict str -> float
+        Each weighted loss term's share of the denoiser's gradient norm (:mod:`src_training.gradients`; keys
+        ``rec``, ``roi``, ``det``, ``adv``, ``task``, ``content`` as the method has them; sum 1), as last
+        measured (every ``config.grad_shares_every`` denoiser steps); empty before the first denoiser step.
     """
 
     event: str
@@ -124,11 +129,13 @@ class ProgressEvent:
     elapsed_s: float = 0.0
     checkpoint: Optional[str] = None
     message: str = ""
+    grad_shares: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-able)."""
         d = asdict(self)
         d["losses"] = {str(k): float(v) for k, v in self.losses.items()}
+        d["grad_shares"] = {str(k): round(float(v), 6) for k, v in self.grad_shares.items()}
         d["elapsed_s"] = round(float(self.elapsed_s), 3)
         return d
 
@@ -483,6 +490,7 @@ class _TrainerBase:
         self._t0 = time.monotonic()
         self._progress_fh = None
         self._log_count = 0
+        self.grad_shares: dict[str, float] = {}
 
     # ------------------------------------------------------------------ subclass hooks
     def _schedule(self) -> list[_Phase]:  # pragma: no cover - abstract
@@ -546,11 +554,17 @@ class _TrainerBase:
             self.detector.train(True)
             self._freeze(self.detector, not train_detector, self._detector_mask)
 
-    def _optimizer_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module) -> None:
+    def _optimizer_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, module: nn.Module,
+                        terms: Optional[dict[str, torch.Tensor]] = None) -> None:
         """Back-propagate ``loss`` and update ``module`` with ``opt`` (any network: denoiser, detector, critic...).
 
         Order: divergence check, ``zero_grad``, backward (loss scaled by a per-optimizer GradScaler with
         fp16 AMP), gradient averaging over the ranks under torchrun, unscale, ``grad_clip_norm``, step.
+
+        ``terms`` (denoiser steps): the weighted loss terms whose sum is ``loss``. Every
+        ``config.grad_shares_every``-th denoiser step they are back-propagated one by one
+        (:func:`src_training.gradients.term_gradients`); the parameter gradients are then their sum (the same
+        as ``loss.backward()``) and :attr:`grad_shares` gets each term's share of the gradient norm.
 
         Multi-process: the gradients of ``module``'s trainable parameters (and the running statistics of
         its BatchNorm layers in training mode) are averaged here with one explicit, flattened all-reduce
@@ -573,7 +587,19 @@ class _TrainerBase:
             raise self._diverged(loss)
         opt.zero_grad(set_to_none=True)
         scaler = self._grad_scaler(opt)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
+        every = int(self.config.grad_shares_every)
+        due = terms is not None and len(terms) > 1 and every > 0 and self._network_progress(0)[0] % every == 0
+        if due:
+            params = [p for p in module.parameters() if p.requires_grad]
+            scaled = {k: (scaler.scale(v) if scaler is not None else v) for k, v in terms.items()}
+            tg = term_gradients(scaled, params)
+            for p, g in zip(params, tg.total):
+                p.grad = None if g is None else g.detach()
+            self.grad_shares = tg.shares
+        else:
+            if terms is not None and len(terms) == 1:
+                self.grad_shares = {next(iter(terms)): 1.0}
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         if self._dist.enabled and _dist.average_gradients_(module, local_nonfinite=local_bad):
             raise self._diverged(loss)
         if scaler is not None:
@@ -585,6 +611,44 @@ class _TrainerBase:
             scaler.update()
         else:
             opt.step()
+
+    # ------------------------------------------------------------------ learning-rate schedule
+    def _network_progress(self, which: int) -> tuple[int, int]:
+        """(steps already made, steps in all) of the network ``which`` (0 = denoiser, 1 = detector) over the
+        schedule, counting the phases that train it (:meth:`_phase_modes`)."""
+        done = total = 0
+        for i, ph in enumerate(self.schedule):
+            if not self._phase_modes(ph)[which] and not (ph.name == "joint" and which == 1):
+                continue
+            total += ph.steps
+            if i < self.phase_index:
+                done += ph.steps
+            elif i == self.phase_index:
+                done += self.phase_step
+        return done, total
+
+    def _lr_factor(self, done: int, total: int) -> float:
+        """Multiplier of the base learning rate after ``done`` of ``total`` steps: linear warm-up over
+        ``config.warmup_steps``, then constant or a half cosine to 0 (``config.lr_schedule``)."""
+        c = self.config
+        warm = int(c.warmup_steps)
+        f = min(1.0, (done + 1) / warm) if warm > 0 else 1.0
+        if c.lr_schedule == "cosine" and total > warm:
+            prog = min(1.0, max(0.0, (done - warm) / max(1, total - warm)))
+            f *= 0.5 * (1.0 + np.cos(np.pi * prog)) if done >= warm else 1.0
+        return float(f)
+
+    def _apply_lr_schedule(self) -> None:
+        """Set the learning rate of the denoiser's and the detector's optimisers for the next step."""
+        c = self.config
+        if c.lr_schedule == "constant" and int(c.warmup_steps) == 0:
+            return
+        for which, opt, base in ((0, self.opt_denoiser, c.lr_denoiser), (1, self.opt_detector, c.lr_detector)):
+            if opt is None:
+                continue
+            f = self._lr_factor(*self._network_progress(which))
+            for g in opt.param_groups:
+                g["lr"] = base * f
 
     def _diverged(self, loss: torch.Tensor) -> LidnetError:
         rank = f" on rank {self._dist.rank}" if self._dist.enabled else ""
@@ -667,6 +731,7 @@ class _TrainerBase:
             global_step=self.global_step,
             total_steps=self.total_steps,
             elapsed_s=self._elapsed(),
+            grad_shares=dict(self.grad_shares),
             **kw,
         )
 
@@ -712,6 +777,7 @@ class _TrainerBase:
             raise LidnetError(f"The {self.method} trainer has no detector.")
         ckpt = {
             "kind": "detector",
+            "arch": str(getattr(self.detector, "arch", "faster_rcnn")),
             "backbone": str(getattr(self.detector, "backbone_name", self.config.detector_backbone)),
             "state_dict": _cpu_state_dict(self.detector),
             "config": self.config.to_dict(),
@@ -912,6 +978,7 @@ class _TrainerBase:
                         yield from self._stop_now(phase)
                         return
                     self._modes(*self._phase_modes(phase))
+                    self._apply_lr_schedule()
                     batch = self._to_device(self._stream.next())
                     with self._autocast():
                         losses = self._train_step(phase, batch)
@@ -1127,27 +1194,30 @@ class CollaborativeTrainer(_CriticMixin, _TrainerBase):
         return out
 
     def _denoiser_step(self, ldct, ndct, targets) -> tuple[dict[str, float], torch.Tensor]:
-        """One denoiser update with the frozen detector: Eq. 8 (CNN form) or Eq. 5 (GAN form).
-        Returns the losses and F(x) as computed before the update."""
+        """One denoiser update with the frozen detector: Eq. 8 (CNN form) or Eq. 5 (GAN form), terms reduced
+        as ``config.loss_reduction`` says. Returns the losses and F(x) as computed before the update."""
         c = self.config
         extra = self._critic_updates(ldct, ndct) if self.critic is not None else {}
         denoised = self.denoiser(ldct)
         loss_dict, rpn = self.detector.losses_and_rpn(denoised, targets, c.k_proposals)
+        red = c.loss_reduction
         if c.perceptual == "none":
             perc, lam = denoised.new_zeros(()), 0.0
         else:
             feat_nd = self._ndct_features(ndct)
             if c.perceptual == "global":
-                perc = global_perceptual_loss(rpn.features, feat_nd)
+                perc = global_perceptual_loss(rpn.features, feat_nd, reduction=red)
             else:
-                perc = roi_perceptual_loss(rpn.features, feat_nd, rpn.proposals, rpn.image_sizes)
+                perc = roi_perceptual_loss(rpn.features, feat_nd, rpn.proposals, rpn.image_sizes, reduction=red)
             lam = c.lambda_roi
-        rec = recon_loss(denoised, ndct)
+        rec = recon_loss(denoised, ndct, reduction=red)
         det = detection_loss(loss_dict)
         total, parts = lidnet_generator_loss(rec, perc, det, lam, c.lambda_det)
+        terms = {"rec": rec, "roi": float(lam) * perc, "det": float(c.lambda_det) * det}
         if self.critic is not None:
             total = self._with_adversarial(total, parts, denoised, c.lambda_adv)
-        self._optimizer_step(self.opt_denoiser, total, self.denoiser)
+            terms["adv"] = total - rec - terms["roi"] - terms["det"]
+        self._optimizer_step(self.opt_denoiser, total, self.denoiser, terms=terms)
         parts.update({k: float(v.detach()) for k, v in loss_dict.items()})
         parts.update(extra)
         return parts, denoised.detach()
@@ -1174,8 +1244,9 @@ class BaselineTrainer(_CriticMixin, _TrainerBase):
     """The baseline denoiser: the same network trained without the detector for
     ``config.effective_baseline_steps`` steps (default ``t2 * rounds``, the denoiser budget of LIDnet).
 
-    ``config.baseline_loss``: ``"mae"`` (default) = the reconstruction loss only (MAE, first term of
-    Eq. 8; the paper's baseline comparison); ``"published"`` = the network's own published loss from
+    ``config.baseline_loss``: ``"mae"`` (default) = the reconstruction loss only (first term of Eq. 8, reduced
+    as ``config.loss_reduction``; this project's control, not the paper's protocol, which trained each baseline
+    with its published loss); ``"published"`` = the network's own published loss from
     :func:`src_training.baseline_losses.published_loss` (``content_loss`` plus, when the published method
     is adversarial, ``lambda_adv`` of that method times the WGAN-GP term of :class:`_CriticMixin`).
     Step losses: ``rec`` (MAE) always; with ``published`` also ``total``, ``content``, the content
@@ -1218,8 +1289,8 @@ class BaselineTrainer(_CriticMixin, _TrainerBase):
         ldct, ndct, _ = batch
         if self.published is None:
             denoised = self.denoiser(ldct)
-            loss = recon_loss(denoised, ndct)
-            self._optimizer_step(self.opt_denoiser, loss, self.denoiser)
+            loss = recon_loss(denoised, ndct, reduction=self.config.loss_reduction)
+            self._optimizer_step(self.opt_denoiser, loss, self.denoiser, terms={"rec": loss})
             return {"rec": float(loss.detach())}
         extra = self._critic_updates(ldct, ndct) if self.critic is not None else {}
         denoised = self.denoiser(ldct)
@@ -1227,10 +1298,12 @@ class BaselineTrainer(_CriticMixin, _TrainerBase):
         parts = {"total": float(content.detach()), "content": float(content.detach())}
         parts.update({str(k): float(v) for k, v in cparts.items()})
         total = content
+        terms = {"content": content}
         if self.critic is not None:
             total = self._with_adversarial(total, parts, denoised, self.published.lambda_adv)
-        self._optimizer_step(self.opt_denoiser, total, self.denoiser)
-        parts["rec"] = float(recon_loss(denoised.detach(), ndct))
+            terms["adv"] = total - content
+        self._optimizer_step(self.opt_denoiser, total, self.denoiser, terms=terms)
+        parts["rec"] = float(recon_loss(denoised.detach(), ndct))  # per-pixel MAE, for monitoring only
         parts.update(extra)
         return parts
 
@@ -1353,10 +1426,13 @@ class TODNetTrainer(CollaborativeTrainer):
         extra = self._critic_updates(ldct, ndct) if self.critic is not None else {}
         denoised = self.denoiser(ldct)
         task, task_parts = self._task_loss(denoised, targets)
-        total, parts = todnet_loss(recon_loss(denoised, ndct), task, self.config.lambda_task)
+        rec = recon_loss(denoised, ndct, reduction=self.config.loss_reduction)
+        total, parts = todnet_loss(rec, task, self.config.lambda_task)
+        terms = {"rec": rec, "task": float(self.config.lambda_task) * task}
         if self.critic is not None:
             total = self._with_adversarial(total, parts, denoised, self.config.lambda_adv)
-        self._optimizer_step(self.opt_denoiser, total, self.denoiser)
+            terms["adv"] = total - rec - terms["task"]
+        self._optimizer_step(self.opt_denoiser, total, self.denoiser, terms=terms)
         parts.update(task_parts)
         parts.update(extra)
         return parts

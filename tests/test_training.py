@@ -23,7 +23,7 @@ from src_training.training import (
 )
 
 EVENT_KEYS = {"event", "phase", "round", "step", "phase_steps", "global_step", "total_steps", "losses",
-              "elapsed_s", "checkpoint", "message"}
+              "elapsed_s", "checkpoint", "message", "grad_shares"}
 
 
 # ----------------------------------------------------------------------------------------- helpers
