@@ -4,8 +4,10 @@ Every action of the napari plugin is available here, so a GUI session and a scri
 
 - ``lidnet demo``      the main job on the bundled real chest CT: simulate LDCT, train a baseline denoiser and
                        its LIDnet version (collaborative training, Algorithm 1), evaluate, write a report.
-- ``lidnet reproduce`` the paper's Tables 2-4 and Fig. 3: every denoiser's baseline and LIDnet version on one
-                       budget and seed, CNN vs GAN form, collaborative vs simultaneous training.
+- ``lidnet reproduce`` the paper's Tables 2-4 and Fig. 3: every denoiser's baseline and LIDnet version over
+                       three seeds (mean and interval), CNN vs GAN form, collaborative vs simultaneous training.
+- ``lidnet study``     Eq. 8 reduction x lambda_1 x perceptual loss over seeds: when does the ROI loss help.
+- ``lidnet pretrain-detector``  train the NDCT detectors the project ships (LIDnet's Faster R-CNN, the FCOS judge).
 - ``lidnet train``     collaborative (or baseline) training from a JSON configuration, the command the plugin's
                        Train widget launches in a separate process (``torchrun``-ready).
 - ``lidnet simulate``  low-dose simulation of a CT volume at incident flux N0.
@@ -37,9 +39,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         denoiser=args.denoiser,
-        backbone=args.backbone,
         cache_dir=args.cache_dir,
+        loss_reduction=args.loss_reduction,
     )
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from .pretrain import RECIPES, run_pretraining
+
+    recipe = RECIPES[args.arch]
+    changes = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("backbone", args.backbone),
+                                 ("batch_size", args.batch_size)) if v is not None}
+    recipe = replace(recipe, **changes)
+    out = args.out or f"{args.arch}_ndct.pt"
+    command = "lidnet pretrain-detector " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    rec = run_pretraining(recipe, out, run_dir=args.run_dir, device=args.device, overwrite=args.overwrite,
+                          command=command)
+    return 0 if rec else 2
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .experiment import FAST_BUDGET
+    from .study import run_study
+
+    run_study(args.out, seeds=args.seed, n0=args.n0, device=args.device, cache_dir=args.cache_dir,
+              budget=FAST_BUDGET if args.fast else None)
     return 0
 
 
@@ -48,11 +75,10 @@ def _split_names(text):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import REPRO_BUDGETS, run_reproduction
+    from .reproduce import run_reproduction
 
     run_reproduction(
         out_dir=args.out,
-        budget=None if args.fast else REPRO_BUDGETS[args.budget],
         denoisers=_split_names(args.denoisers),
         gan_denoisers=_split_names(args.gan_denoisers),
         fig3_denoiser=args.fig3_denoiser,
@@ -60,8 +86,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         seeds=args.seed,
         n0=args.n0,
         device=args.device,
-        backbone=args.backbone,
         cache_dir=args.cache_dir,
+        loss_reduction=args.loss_reduction,
     )
     return 0
 
@@ -71,7 +97,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import run_training
 
     config = TrainConfig.load_json(args.config)
-    overrides = {k: getattr(args, k, None) for k in ("form", "strategy", "perceptual", "baseline_loss", "task_network")}
+    overrides = {k: getattr(args, k, None) for k in ("form", "strategy", "perceptual", "baseline_loss", "task_network",
+                                                     "loss_reduction")}
     if getattr(args, "stream", False):
         overrides["streaming"] = True
     if any(v is not None for v in overrides.values()):
@@ -99,17 +126,29 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from .io import load_ct, write_volume
     from .simulation import simulate_ldct
 
+    from .simulation import ScanGeometry, n0_for_noise_sigma, soft_tissue_noise_sigma
+
     _refuse_existing_output(args.out, args.overwrite)
     vol = load_ct(args.input, series_uid=args.series_uid)
+    geom = ScanGeometry(n_views=args.views, bin_mm=args.bin_mm, filter_name=args.filter)
+    n0 = args.n0
+    if args.noise_sigma is not None:
+        mid = vol.hu[vol.hu.shape[0] // 2] if vol.hu.ndim == 3 else vol.hu
+        n0, got = n0_for_noise_sigma(mid, vol.spacing[1], args.noise_sigma, geometry=geom, seed=args.seed)
+        print(f"N0 = {n0:.0f} photons per ray gives {got:.1f} HU soft-tissue noise on the middle slice "
+              f"(asked: {args.noise_sigma:g} HU)", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         print(f"\rsimulating slice {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    ldct = simulate_ldct(vol.hu, vol.spacing[1], args.n0, seed=args.seed, progress=progress)
+    ldct = simulate_ldct(vol.hu, vol.spacing[1], n0, seed=args.seed, geometry=geom, mode=args.mode,
+                         progress=progress)
     print(file=sys.stderr)
     write_volume(ldct, args.out, spacing=vol.spacing, origin=vol.origin, direction=vol.direction,
                  overwrite=args.overwrite)
-    print(f"LDCT (N0={args.n0:g}, seed={args.seed}) written to {args.out}")
+    sigma = soft_tissue_noise_sigma(vol.hu, ldct)
+    print(f"LDCT (N0={n0:g} photons per ray, {geom.describe()}, seed={args.seed}; soft-tissue noise sigma "
+          f"{sigma:.1f} HU) written to {args.out}")
     return 0
 
 
@@ -196,26 +235,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n0", type=float, default=1000.0, help="incident flux N0 of the simulated LDCT (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
-    p.add_argument("--denoiser", default=None, help="denoiser (default: the demo's CPU choice, see --help of demo)")
-    p.add_argument("--backbone", default=None, help="detector backbone: resnet50 (paper), resnet34, resnet18")
+    p.add_argument("--denoiser", default=None, help="denoiser (default cpce on the CPU, redcnn on CUDA)")
     p.add_argument("--cache-dir", default=None, help="where simulated LDCT is cached (default sample_data/.cache)")
+    p.add_argument("--loss-reduction", dest="loss_reduction", default="paper", choices=["paper", "normalised"],
+                   help="Eq. 8 as the paper writes it (default) or with scale-free terms")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("pretrain-detector", help="train an NDCT lesion detector (the shipped ones: faster_rcnn, fcos)")
+    p.add_argument("--arch", default="faster_rcnn", choices=["faster_rcnn", "fcos"],
+                   help="faster_rcnn (LIDnet's detector, seed 0) or fcos (the independent judge, seed 1)")
+    p.add_argument("--out", default=None, help="weights file to write (fp16; recipe JSON beside it)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (recipe: 2000)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--backbone", default=None, help="resnet18 (recipe), resnet34, resnet50")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--run-dir", dest="run_dir", default=None, help="progress/STOP/resume folder (default OUT.run)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("study", help="Eq. 8 reduction x lambda_1 x perceptual, over seeds (docs/reproduction.md)")
+    p.add_argument("--out", default="lidnet-study")
+    p.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    p.add_argument("--n0", type=float, default=1000.0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--fast", action="store_true", help="tiny budget (tests): the numbers mean nothing")
+    p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("reproduce", help="the paper's Tables 2-4 and Fig. 3: every denoiser, baseline vs LIDnet")
     p.add_argument("--out", default="lidnet-reproduction", help="report folder (default: lidnet-reproduction)")
     p.add_argument("--fast", action="store_true", help="tiny budget (tests): the numbers mean nothing")
-    p.add_argument("--budget", default="cpu", choices=["cpu", "small"],
-                   help="cpu: 256 px, T1=100, T2=30, T3=10 (default); small: 128 px, all 8 denoisers in ~30 min "
-                        "on 2 cores, but the detector does not learn at that size (docs/reproduction.md)")
     p.add_argument("--denoisers", default=None, help="comma-separated denoiser names (default: all registered)")
     p.add_argument("--gan-denoisers", default=None,
                    help="denoisers of Table 4, CNN vs GAN form (default: the first denoiser; '' = none)")
     p.add_argument("--fig3-denoiser", default=None, help="denoiser of Fig. 3 (default: the first denoiser)")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="training seed(s) (default 0)")
-    p.add_argument("--n0", type=float, default=1000.0, help="incident flux N0 of the simulated LDCT (default 1000)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    p.add_argument("--n0", type=float, default=1000.0, help="photons per ray of the simulated LDCT (default 1000)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cuda, mps or cpu")
-    p.add_argument("--backbone", default=None, help="detector backbone: resnet50 (paper), resnet34, resnet18")
     p.add_argument("--cache-dir", default=None, help="where simulated LDCT is cached (default sample_data/.cache)")
+    p.add_argument("--loss-reduction", dest="loss_reduction", default="paper", choices=["paper", "normalised"])
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("train", help="collaborative (LIDnet) or baseline training from a JSON config")
@@ -233,13 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override the config's baseline loss")
     p.add_argument("--task-network", dest="task_network", default=None, choices=["detector", "segmentation"],
                    help="override the config's TOD-Net downstream network")
+    p.add_argument("--loss-reduction", dest="loss_reduction", default=None, choices=["paper", "normalised"],
+                   help="override the config's Eq. 8 reduction")
     p.add_argument("--stream", action="store_true",
                    help="stream slices from memory-mapped caches on disk (config 'streaming'; for data larger than RAM)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("simulate", help="simulate low-dose CT (Poisson noise in the sinogram at flux N0)")
-    p.add_argument("input", help="DICOM folder/file, NIfTI, NRRD or MHA")
-    p.add_argument("--n0", type=float, default=1000.0)
+    p = sub.add_parser("simulate", help="simulate low-dose CT (Poisson noise in the sinogram at N0 photons per ray)")
+    p.add_argument("input", help="DICOM folder/file, NIfTI, NRRD or MHA (at its native pixel size)")
+    p.add_argument("--n0", type=float, default=1000.0, help="photons per ray (detector bin and view), default 1000")
+    p.add_argument("--noise-sigma", dest="noise_sigma", type=float, default=None,
+                   help="instead of --n0: the soft-tissue noise in HU wanted (N0 is found on the middle slice)")
+    p.add_argument("--views", type=int, default=1000, help="views over 180 degrees (default 1000)")
+    p.add_argument("--bin-mm", dest="bin_mm", type=float, default=1.0, help="detector bin pitch in mm (default 1.0)")
+    p.add_argument("--filter", default="hann", choices=["hann", "ramp", "shepp-logan", "cosine", "hamming"],
+                   help="FBP window (default hann)")
+    p.add_argument("--mode", default="noise_only", choices=["noise_only", "full"],
+                   help="noise_only: NDCT + FBP(noise) (default); full: FBP of the noisy sinogram")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--series-uid", default=None, help="choose one series in a folder holding several")
     p.add_argument("--out", required=True, help="output volume (.nii.gz, .nrrd, .mha)")

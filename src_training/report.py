@@ -28,7 +28,8 @@ from .checkpoint import atomic_write_bytes
 from .evaluation import EvaluationError, _as_boxes
 from .windowing import DEFAULT_HU_RANGE, WINDOWS, Window, window_limits
 
-__all__ = ["format_tables", "format_markdown_tables", "format_form_table", "save_comparison_figure",
+__all__ = ["format_tables", "format_markdown_tables", "format_form_table", "format_comparisons",
+           "format_grad_shares", "save_comparison_figure",
            "save_ap_curve_figure", "GT_COLOR", "PROPOSAL_COLOR"]
 
 #: Colour of ground-truth lesion boxes (yellow, solid) and of RPN proposals (cyan, dashed): distinct in hue,
@@ -44,12 +45,20 @@ NA = "n/a"
 _G_RAD = "ROI radiomics: |f - f_NDCT|, lower is better"
 _G_ALL = "Whole slice vs NDCT"
 _G_ROI = "Inside lesion boxes vs NDCT"
+_G_JUDGE = "Independent judge (FCOS)"
+_G_OWN = "LIDnet's own NDCT detector"
 #: short group prefixes for Markdown headers (Markdown has no spanning header cells)
-_MD_PREFIX = {_G_RAD: "ROI radiomics diff.", _G_ALL: "", _G_ROI: "ROI"}
+_MD_PREFIX = {_G_RAD: "ROI radiomics diff.", _G_ALL: "", _G_ROI: "ROI", _G_JUDGE: "judge", _G_OWN: "own det."}
 # (key, header, group, format, scale)
 _T2 = [
     ("ap50", "AP-50 (%)", None, ".1f", 100.0),
     ("ap75", "AP-75 (%)", None, ".1f", 100.0),
+]
+_T2_JUDGED = [
+    ("ap50", "AP-50 (%)", _G_JUDGE, ".1f", 100.0),
+    ("ap75", "AP-75 (%)", _G_JUDGE, ".1f", 100.0),
+    ("own_ap50", "AP-50 (%)", _G_OWN, ".1f", 100.0),
+    ("own_ap75", "AP-75 (%)", _G_OWN, ".1f", 100.0),
 ]
 _T3 = [
     ("glcm_correlation_diff", "Correlation", _G_RAD, ".4f", 1.0),
@@ -100,8 +109,19 @@ def _table_rows(methods, columns):
     rows = []
     for name, m in methods.items():
         m = m or {}
-        rows.append([str(name)] + [_fmt(m.get(key), spec, scale) for key, _, _, spec, scale in cols])
+        rows.append([str(name)] + [_cell(m, key, spec, scale) for key, _, _, spec, scale in cols])
     return headers, groups, rows
+
+
+def _cell(m: Mapping[str, Any], key: str, spec: str, scale: float) -> str:
+    """``value`` or, when ``m[key + "_ci"]`` holds finite ``low``/``high``, ``"value [low, high]"``."""
+    text = _fmt(m.get(key), spec, scale)
+    ci = m.get(key + "_ci")
+    if isinstance(ci, Mapping) and text not in (NA, "inf", "-inf"):
+        lo, hi = ci.get("low"), ci.get("high")
+        if lo is not None and hi is not None and math.isfinite(float(lo)) and math.isfinite(float(hi)):
+            text += f" [{_fmt(lo, spec, scale)}, {_fmt(hi, spec, scale)}]"
+    return text
 
 
 def _text_table(title: str, headers, groups, rows, notes: Sequence[str]) -> str:
@@ -176,11 +196,20 @@ def _sections(metrics: Mapping[str, Any]):
         "GLCM by pyradiomics in each lesion box (2D, bin width 25 HU); homogeneity = IDM, energy = joint "
         "energy; mean over boxes.",
     )
+    judged = any(isinstance(m, Mapping) and "own_ap50" in m for m in methods.values())
+    ci_note = ("[a, b]: 95 % bootstrap interval (slices for AP and image metrics, lesion boxes for radiomics)."
+               if any(isinstance(m, Mapping) and any(k.endswith("_ci") for k in m) for m in methods.values()) else None)
+    t2_notes = ["AP-50 / AP-75: average precision at IoU 0.5 / 0.75, in %."]
+    if judged:
+        t2_notes.append("Judge: an FCOS detector trained on NDCT that no LIDnet run ever saw. Own: the pretrained "
+                        "Faster R-CNN LIDnet starts from and is trained against (biased towards LIDnet).")
+    if ci_note:
+        t2_notes.append(ci_note)
     return [
         (
             f"Table 2. Lesion detection on the denoised images (COCO AP, higher is better){info}",
-            _table_rows(methods, _T2),
-            ["AP-50 / AP-75: average precision at IoU 0.5 / 0.75, in %."],
+            _table_rows(methods, _T2_JUDGED if judged else _T2),
+            t2_notes,
         ),
         (
             "Table 3. ROI radiomics difference to NDCT and overall image quality",
@@ -225,6 +254,71 @@ def format_tables(metrics: Mapping[str, Any]) -> str:
 def format_markdown_tables(metrics: Mapping[str, Any]) -> str:
     """The same tables as :func:`format_tables`, as GitHub Markdown (group names prefixed to the headers)."""
     return "\n\n".join(_md_table(t, *rows, notes) for t, rows, notes in _sections(metrics)) + "\n"
+
+
+def format_comparisons(comparisons: Mapping[str, Mapping[str, Any]], metrics_table: Sequence[Any],
+                       markdown: bool = True) -> str:
+    """Paired differences of methods on the same units, one row per metric, one column pair per comparison.
+
+    Parameters
+    ----------
+    comparisons : dict {title: {metric key: {"diff": Estimate dict, "verdict": str, "reading": str}}}
+        E.g. ``{"LIDnet - Baseline": {...}}`` from :func:`src_training.experiment.compare`.
+    metrics_table : sequence of Metric
+        :data:`src_training.experiment.METRICS` (key, label, fmt, scale).
+    markdown : bool
+
+    Returns
+    -------
+    str
+    """
+    titles = list(comparisons)
+    headers = ["Metric"] + [h for t in titles for h in (f"{t}: difference [95 % CI]", "reading")]
+    groups = [None] * len(headers)
+    rows = []
+    for m in metrics_table:
+        row = [m.label]
+        present = False
+        for t in titles:
+            c = comparisons[t].get(m.key)
+            if not c:
+                row += [NA, ""]
+                continue
+            present = True
+            d = c["diff"]
+            row.append(_cell({"v": d.get("value"), "v_ci": d}, "v", m.fmt, m.scale))
+            row.append(str(c.get("reading", c.get("verdict", ""))))
+        if present:
+            rows.append(row)
+    title = "Differences between methods (paired bootstrap: the same slices / lesions resampled for both)"
+    notes = ["'no difference': the 95 % interval of the difference contains 0.",
+             "better/worse follow each metric's direction (AP, PSNR, SSIM: higher is better; radiomics "
+             "differences, RMSE: lower is better)."]
+    return _md_table(title, headers, groups, rows, notes) if markdown else _text_table(title, headers, groups, rows,
+                                                                                          notes)
+
+
+def format_grad_shares(shares: Mapping[str, Mapping[str, float]], markdown: bool = True) -> str:
+    """Each loss term's mean share of the denoiser's gradient norm, per run (rows) and term (columns).
+
+    Parameters
+    ----------
+    shares : dict {run label: {term: share in [0, 1]}}
+    markdown : bool
+    """
+    terms: list[str] = []
+    for d in shares.values():
+        for k in d:
+            if k not in terms:
+                terms.append(k)
+    headers = ["Run"] + [f"{t} (%)" for t in terms]
+    rows = [[str(label)] + [_fmt(d.get(t), ".1f", 100.0) for t in terms] for label, d in shares.items()]
+    title = "Share of the denoiser's gradient norm per loss term (mean over denoiser steps)"
+    notes = ["share_t = ||grad of w_t L_t|| / sum over terms; rec = reconstruction, roi = lambda_1 x ROI perceptual "
+             "(Eq. 4), det = lambda_2 x detection loss (Eq. 8)."]
+    groups = [None] * len(headers)
+    return _md_table(title, headers, groups, rows, notes) if markdown else _text_table(title, headers, groups, rows,
+                                                                                          notes)
 
 
 #: Table 4 columns: form, Table 2's AP columns, Table 3's whole-slice image metrics, training time.

@@ -126,3 +126,10 @@ def notifications():
             return [n for n in self() if str(getattr(n.severity, "value", n.severity)).lower() == "error"]
 
     return _View()
+
+
+@pytest.fixture(scope="session")
+def shared_ldct_cache(tmp_path_factory):
+    """One simulation cache for every experiment test of the session (demo, reproduce, study): the fast
+    budget's 4 native slices per case are simulated once."""
+    return tmp_path_factory.mktemp("ldct_cache")

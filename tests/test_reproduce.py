@@ -1,4 +1,5 @@
-"""``lidnet reproduce --fast`` end to end with two denoisers: Tables 2-4, metrics.json, Fig. 3 and checkpoints."""
+"""``lidnet reproduce --fast`` and ``lidnet study --fast`` end to end: tables over seeds with intervals,
+paired LIDnet - baseline differences, Table 4, Fig. 3, the study grid."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from src_training.cli import main
 from src_training.errors import ConfigError
-from src_training.reproduce import FAST_REPRO_BUDGET, ReproBudget, display_name, run_reproduction
+from src_training.reproduce import display_name, run_reproduction
+from src_training.study import study_grid
 
 
 def _png_size(path):
@@ -19,65 +21,55 @@ def _png_size(path):
     return struct.unpack(">II", data[16:24])
 
 
-def test_reproduce_fast_writes_every_table_and_figure(tmp_path, capsys):
+def test_reproduce_fast_over_two_seeds(tmp_path, capsys, shared_ldct_cache):
     out = tmp_path / "repro"
-    rc = main(["reproduce", "--fast", "--out", str(out), "--denoisers", "cpce,redcnn", "--gan-denoisers", "cpce",
-               "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--seed", "3"])
+    rc = main(["reproduce", "--fast", "--out", str(out), "--denoisers", "cpce", "--gan-denoisers", "cpce",
+               "--cache-dir", str(shared_ldct_cache), "--device", "cpu", "--seed", "3", "4"])
     assert rc == 0
-    printed = capsys.readouterr().out
-    assert "Table 2" in printed and "NDCT detector" in printed  # tables and progress lines on stdout
-
     md = (out / "tables.md").read_text()
-    for header in ("Table 2.", "Table 3.", "Table 4.", "Fig. 3"):
+    for header in ("Table 2.", "Table 3.", "Table 4.", "Fig. 3", "Differences between methods", "photons per ray"):
         assert header in md, header
-    # The budget header states the sizes, steps, batch, N0, seed and hardware.
-    b = FAST_REPRO_BUDGET
-    assert f"images {b.image_size} x {b.image_size} px" in md and f"batch {b.batch_size}" in md
-    assert f"T1 = {b.t1}" in md and "N0 = 1000" in md and "seeds 3" in md and "CPU" in md
-    rows = ["LDCT", "Baseline (CPCE)", "LIDnet (CPCE)", "Baseline (RED-CNN)", "LIDnet (RED-CNN)", "NDCT"]
-    table2 = md.split("Table 2.")[1].split("Table 3.")[0]
-    table3 = md.split("Table 3.")[1].split("Table 3b.")[0]
-    for row in rows:
-        assert f"| {row} |" in table2 and f"| {row} |" in table3, row
-    table4 = md.split("Table 4.")[1].split("Fig. 3")[0]
-    assert "| LIDnet (CPCE), CNN form |" in table4
-
+    assert "seeds 3, 4" in md
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("methods", "per_seed", "table4", "fig3", "budget", "seeds", "timing_s", "environment"):
-        assert key in metrics, key
+    rows = ["LDCT", "Baseline (CPCE)", "LIDnet (CPCE)", "NDCT"]
     assert list(metrics["methods"]) == rows
-    assert metrics["seeds"] == [3] and metrics["denoisers"] == ["cpce", "redcnn"]
-    for name in rows[1:-1]:
-        m = metrics["methods"][name]
-        for key in ("ap50", "ap75", "psnr", "ssim", "rmse", "glcm_correlation_diff", "glcm_homogeneity_diff",
-                    "glcm_energy_diff", "training_s"):
-            assert key in m, (name, key)
-        assert 0 < m["psnr"] < 100 and m["training_s"] > 0
-        assert set(metrics["per_seed"][name]) == {"3"}
-    t4 = metrics["table4"]["rows"]["LIDnet (CPCE), CNN form"]
-    assert t4["training_s"] > 0 and t4["form"].startswith("CNN")
-    # Fig. 3: AP-50 before training and after every step (curve_every = 1) of the collaborative run.
-    collab = metrics["fig3"]["curves"]["collaborative"]
-    total = b.rounds * (b.t2 + b.t3)
-    assert [p["step"] for p in collab] == list(range(0, total + 1))
+    lid = metrics["methods"]["LIDnet (CPCE)"]
+    assert lid["n_seeds"] == 2 and len(lid["psnr_seeds"]) == 2 and lid["psnr_ci"]["method"] == "t"
+    assert lid["psnr_ci"]["low"] <= lid["psnr"] <= lid["psnr_ci"]["high"]
+    assert metrics["methods"]["LDCT"]["psnr_ci"]["method"] == "bootstrap"
+    comp = metrics["comparisons"]["LIDnet - Baseline (CPCE)"]
+    assert comp["psnr"]["diff"]["n"] == 2 and comp["psnr"]["reading"] in ("better", "worse", "no difference")
+    assert sum(metrics["grad_shares"]["LIDnet (CPCE)"].values()) == pytest.approx(1.0)
+    t4 = metrics["table4"]["rows"]
+    assert set(t4) == {"LIDnet (CPCE), CNN form", "LIDnet (CPCE), GAN form"}
+    assert t4["LIDnet (CPCE), GAN form"]["training_s"] > 0
+    curves = metrics["fig3"]["curves"]
+    assert set(curves) == {"collaborative", "simultaneous"} and curves["collaborative"][0]["step"] == 0
     assert _png_size(out / "fig3_ap_curve.png") == (640, 400)
-
-    for rel in ("detector_ndct.pt", "cpce/baseline_s3/denoiser.pt", "cpce/lidnet_s3/denoiser.pt",
-                "redcnn/lidnet_s3/denoiser.pt"):
-        ckpt = torch.load(out / "checkpoints" / rel, map_location="cpu", weights_only=True)
-        assert ckpt["kind"] in ("denoiser", "detector") and ckpt["state_dict"], rel
-    assert torch.load(out / "checkpoints" / "cpce/lidnet_s3/denoiser.pt", weights_only=True)["method"] == "lidnet"
+    ckpt = torch.load(out / "checkpoints" / "cpce" / "s3" / "lidnet" / "denoiser.pt", weights_only=True)
+    assert ckpt["method"] == "lidnet"
 
 
 def test_reproduce_rejects_unknown_denoiser(tmp_path):
     with pytest.raises(ConfigError, match="Unknown denoiser.*'nope'.*redcnn"):
         run_reproduction(tmp_path / "r", denoisers=["nope"], fast=True, device="cpu")
-    rc = main(["reproduce", "--fast", "--out", str(tmp_path / "r2"), "--denoisers", "cpce",
-               "--gan-denoisers", "nope", "--device", "cpu"])
-    assert rc == 2
-
-
-def test_budget_step_scale_and_names():
-    b = ReproBudget(**{**FAST_REPRO_BUDGET.__dict__, "t2": 10, "t3": 4, "step_scale": (("redcnn", 0.25),)})
-    assert b.steps_for("redcnn") == (2, 1) and b.steps_for("cpce") == (10, 4)
     assert display_name("redcnn") == "RED-CNN" and display_name("cpce") == "CPCE"
+
+
+def test_study_grid_and_fast_study(tmp_path, shared_ldct_cache):
+    grid = study_grid()
+    assert len(grid) == 10  # 2 reductions x (lambda_1 = 0 once + 0.5 and 5 with roi/global)
+    assert sum(g["lambda_roi"] == 0 for g in grid) == 2
+    from src_training.experiment import FAST_BUDGET
+    from src_training.study import run_study
+
+    res = run_study(tmp_path / "study", seeds=[0, 1], device="cpu", cache_dir=shared_ldct_cache,
+                    budget=FAST_BUDGET, grid=study_grid(reductions=("paper",), lambdas=(0.0, 5.0),
+                                                        perceptuals=("roi",)), log=lambda m: None)
+    labels = [r["label"] for r in res["rows"]]
+    assert labels == ["baseline (paper reduction)", "paper, lambda_1=0", "paper, lambda_1=5, roi"]
+    row = res["rows"][2]
+    assert row["vs_baseline"]["ap50"]["diff"]["n"] == 2 and sum(row["grad_shares"].values()) == pytest.approx(1.0)
+    assert row["grad_shares"]["roi"] > 0 and res["rows"][1]["grad_shares"]["roi"] == 0
+    md = (tmp_path / "study" / "study.md").read_text()
+    assert "paper, lambda_1=5, roi" in md and "diff. to baseline" in md

@@ -449,6 +449,7 @@ class TrainWidget(QWidget):
             DENOISER_NAMES,
             DETECTOR_BACKBONES,
             FORMS,
+            LOSS_REDUCTIONS,
             PERCEPTUALS,
             STRATEGIES,
             TASK_NETWORKS,
@@ -517,6 +518,12 @@ class TrainWidget(QWidget):
         self.perceptual_combo.addItems(list(PERCEPTUALS))
         self.perceptual_combo.setToolTip("roi: ROI perceptual loss in the top-K proposals (Eq. 4); global: over "
                                          "the whole feature maps; none: λ1 term dropped")
+        self.reduction_combo = QComboBox()
+        self.reduction_combo.addItems(list(LOSS_REDUCTIONS))
+        self.reduction_combo.setCurrentText(defaults.loss_reduction)
+        self.reduction_combo.setToolTip("Eq. 8 reduction. paper: reconstruction term summed over each image's pixels "
+                                        "(as printed); normalised: per-pixel MAE and feature losses relative to the "
+                                        "NDCT features. See docs/reproduction.md for what each does.")
         self.baseline_loss_combo = QComboBox()
         self.baseline_loss_combo.addItems(list(BASELINE_LOSSES))
         self.baseline_loss_combo.setToolTip("baseline: mae (paper's comparison) or the denoiser's published loss")
@@ -530,7 +537,7 @@ class TrainWidget(QWidget):
         self.backbone_combo = QComboBox()
         self.backbone_combo.addItems(list(DETECTOR_BACKBONES))
         self.backbone_combo.setCurrentText(defaults.detector_backbone)
-        self.n0_spin = self._dspin(1.0, 1e7, defaults.n0, 0, "incident photons per detector bin of the simulated LDCT")
+        self.n0_spin = self._dspin(1.0, 1e7, defaults.n0, 0, "incident photons per ray (detector bin and view) of the simulated LDCT")
         self.t1_spin = self._ispin(0, 10**6, defaults.t1, "detector steps on NDCT")
         self.t2_spin = self._ispin(0, 10**6, defaults.t2, "denoiser steps per round")
         self.t3_spin = self._ispin(0, 10**6, defaults.t3, "detector steps on denoised images per round")
@@ -553,7 +560,8 @@ class TrainWidget(QWidget):
             variant.addWidget(w)
         mf.addRow("form / strategy / perceptual", variant)
         other = QHBoxLayout()
-        for lab, w in (("baseline loss", self.baseline_loss_combo), ("TOD-Net task", self.task_combo)):
+        for lab, w in (("Eq. 8", self.reduction_combo), ("baseline loss", self.baseline_loss_combo),
+                       ("TOD-Net task", self.task_combo)):
             other.addWidget(QLabel(lab))
             other.addWidget(w)
         mf.addRow("", other)
@@ -697,12 +705,13 @@ class TrainWidget(QWidget):
 
     def set_values(self, **values: Any) -> None:
         """Set form fields programmatically: ``denoiser, backbone, method, form, strategy, perceptual,
-        baseline_loss, task_network, n0, t1, t2, t3, rounds, lambda1, lambda2, k, batch_size, image_size,
+        baseline_loss, task_network, loss_reduction, n0, t1, t2, t3, rounds, lambda1, lambda2, k, batch_size, image_size,
         crop_size, device, run_dir, sample, data_path``."""
         combos = {"denoiser": self.denoiser_combo, "backbone": self.backbone_combo, "method": self.method_combo,
                   "device": self.device_combo, "sample": self.sample_combo, "form": self.form_combo,
                   "strategy": self.strategy_combo, "perceptual": self.perceptual_combo,
-                  "baseline_loss": self.baseline_loss_combo, "task_network": self.task_combo}
+                  "baseline_loss": self.baseline_loss_combo, "task_network": self.task_combo,
+                  "loss_reduction": self.reduction_combo}
         spins = {"n0": self.n0_spin, "t1": self.t1_spin, "t2": self.t2_spin, "t3": self.t3_spin,
                  "rounds": self.rounds_spin, "lambda1": self.lambda1_spin, "lambda2": self.lambda2_spin,
                  "k": self.k_spin, "batch_size": self.batch_spin, "image_size": self.size_spin,
@@ -775,6 +784,7 @@ class TrainWidget(QWidget):
             perceptual=self.perceptual_combo.currentText(),
             baseline_loss=self.baseline_loss_combo.currentText(),
             task_network=self.task_combo.currentText(),
+            loss_reduction=self.reduction_combo.currentText(),
             train_data=train_data,
             checkpoint_every=max(1, min(500, (self.t1_spin.value() + self.t2_spin.value()) // 4 or 1)),
         )
