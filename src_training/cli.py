@@ -48,17 +48,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .pretrain import RECIPES, run_pretraining
+    from .pretrain import RECIPES, remeasure, run_pretraining
 
+    if args.measure_only:
+        if not args.out:
+            from .errors import ConfigError
+
+            raise ConfigError("--measure-only needs --out: the shipped weights file to measure again.")
+        rec = remeasure(args.out, device=args.device, note=args.measure_only)
+        m = rec["measured"]["eval_all_lesions"]
+        print(f"{args.out}: AP-50 {100 * m['ap50']:.1f} % [{100 * m['ap50_ci']['low']:.1f}, "
+              f"{100 * m['ap50_ci']['high']:.1f}] on the evaluation NDCT; record rewritten")
+        return 0
     recipe = RECIPES[args.arch]
     changes = {k: v for k, v in (("steps", args.steps), ("seed", args.seed), ("backbone", args.backbone),
                                  ("batch_size", args.batch_size)) if v is not None}
     recipe = replace(recipe, **changes)
     out = args.out or f"{args.arch}_ndct.pt"
     command = "lidnet pretrain-detector " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    rec = run_pretraining(recipe, out, run_dir=args.run_dir, device=args.device, overwrite=args.overwrite,
-                          command=command)
-    return 0 if rec else 2
+    run_pretraining(recipe, out, run_dir=args.run_dir, device=args.device, overwrite=args.overwrite,
+                    command=command)
+    return 0
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
@@ -252,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", dest="run_dir", default=None, help="progress/STOP/resume folder (default OUT.run)")
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    p.add_argument("--measure-only", dest="measure_only", default=None, metavar="WHY",
+                   help="do not train: measure --out again and rewrite its JSON record (WHY is kept in it)")
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("study", help="Eq. 8 reduction x lambda_1 x perceptual, over seeds (docs/reproduction.md)")

@@ -160,10 +160,10 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
 
     feats = _NDCTFeatures(evalc)
     scores = {k: score_volume(v, evalc, detectors, hr, feats) for k, v in volumes.items()}
-    methods = {k: summarize(scores[k], seed=seed) for k in names}
+    methods = {k: summarize(scores[k], seed=seed, n_boot=budget.n_boot) for k in names}
     comparisons = {
-        f"LIDnet - Baseline": comparison_dict(compare(scores[names[1]], scores[names[2]], seed=seed)),
-        f"Baseline - LDCT": comparison_dict(compare(scores[names[0]], scores[names[1]], seed=seed)),
+        "LIDnet - Baseline": comparison_dict(compare(scores[names[1]], scores[names[2]], seed=seed, n_boot=budget.n_boot)),
+        "Baseline - LDCT": comparison_dict(compare(scores[names[0]], scores[names[1]], seed=seed, n_boot=budget.n_boot)),
     }
     t_eval = time.perf_counter() - t0
 
@@ -187,7 +187,7 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     shares[f"LIDnet ({dname}), all T2 steps"] = lid.grad_shares
     metrics = {
         "methods": methods,
-        "ndct_reference": summarize(scores["NDCT"], seed=seed),
+        "ndct_reference": summarize(scores["NDCT"], seed=seed, n_boot=budget.n_boot),
         "comparisons": comparisons,
         "grad_shares": {"lidnet_mean": lid.grad_shares,
                         "lidnet_by_round": {str(r): v for r, v in lid.grad_shares_by_round.items()},
@@ -201,7 +201,7 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
         "budget": asdict(budget),
         "detectors": {"judge": _detector_record(detectors.judge_path, detectors.judge),
                       "own": _detector_record(detectors.own_path, detectors.own)},
-        "statistics": "95 % percentile bootstrap, 2000 resamples, over slices (AP, image metrics) or lesion boxes "
+        "statistics": f"95 % percentile bootstrap, {budget.n_boot} resamples, over slices (AP, image metrics) or lesion boxes "
                       "(radiomics); LIDnet - Baseline paired (same resampled units); one training seed",
         "timing_s": {"data": round(data.seconds, 1), "lidnet_training": round(lid.seconds, 1),
                      "baseline_training": round(base.seconds, 1), "evaluation": round(t_eval, 1),

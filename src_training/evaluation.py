@@ -553,7 +553,10 @@ def detection_ap(predictions: Sequence[Mapping[str, Any]], targets: Sequence[Map
         ``boxes`` (n, 4) float xyxy pixels, ``scores`` (n,) float, ``labels`` (n,) int (optional; default 1 =
         lesion). torch tensors or numpy arrays; n may be 0.
     targets : list of dict, one per image (same order and length)
-        ``boxes`` (m, 4) float xyxy pixels, ``labels`` (m,) int (optional; default 1). m may be 0.
+        ``boxes`` (m, 4) float xyxy pixels, ``labels`` (m,) int (optional; default 1). m may be 0. Optional
+        ``ignore`` (k, 4): regions passed to the library as COCO ``iscrowd`` boxes (detections on them are
+        neither hits nor false positives; they are not counted as lesions), e.g. the synthetic nodules when
+        the real tumour alone is scored.
 
     Returns
     -------
@@ -598,7 +601,14 @@ def detection_ap(predictions: Sequence[Mapping[str, Any]], targets: Sequence[Map
                 raise EvaluationError(f"{name}['boxes'] must be finite xyxy boxes with x1 >= x0 and y1 >= y0.")
         n_targets += int(tb.shape[0])
         preds_t.append({"boxes": pb, "scores": ps, "labels": pl})
-        tgts_t.append({"boxes": tb, "labels": tl})
+        ign = t.get("ignore")
+        if ign is not None and len(np.asarray(ign).reshape(-1, 4)):
+            ib = _to_tensor(f"targets[{i}]['ignore']", ign, torch.float32, (4,))
+            tgts_t.append({"boxes": torch.cat([tb, ib]), "labels": torch.cat([tl, torch.ones(len(ib), dtype=torch.int64)]),
+                           "iscrowd": torch.cat([torch.zeros(len(tb), dtype=torch.int64),
+                                                 torch.ones(len(ib), dtype=torch.int64)])})
+        else:
+            tgts_t.append({"boxes": tb, "labels": tl})
 
     out: dict[str, Any] = {"n_targets": n_targets, "n_images": len(targets)}
     if n_targets == 0:

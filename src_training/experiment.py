@@ -100,6 +100,8 @@ class Budget:
         Training crops centred on a lesion.
     slices : int or None
         Slices per case (the first ones with lesions; None = all 20). Only the fast budget uses a subset.
+    n_boot : int
+        Bootstrap resamples of the intervals (:data:`src_training.statistics.N_BOOT`; fewer in the fast budget).
     """
 
     name: str
@@ -112,6 +114,7 @@ class Budget:
     lr_detector: float = 1e-4
     lesion_crop_fraction: float = 0.75
     slices: Optional[int] = None
+    n_boot: int = N_BOOT
 
     def config(self, **overrides: Any) -> TrainConfig:
         """The :class:`TrainConfig` of a run on this budget (protocol data, T1 = 0, Adam); ``overrides``
@@ -140,7 +143,7 @@ DEMO_BUDGET = Budget("demo", t2=50, t3=20, rounds=3)
 #: The study and reproduce runs: a shorter schedule (2 rounds of 40 / 20).
 STUDY_BUDGET = Budget("study", t2=40, t3=20, rounds=2)
 #: Tests and a first look: 4 slices per case, 2 steps per phase; the numbers mean nothing.
-FAST_BUDGET = Budget("fast", t2=2, t3=1, rounds=2, batch_size=2, crop_size=64, slices=4)
+FAST_BUDGET = Budget("fast", t2=2, t3=1, rounds=2, batch_size=2, crop_size=64, slices=4, n_boot=200)
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -274,9 +277,10 @@ class TrainRun:
     ----------
     trainer : the :mod:`src_training.training` trainer (``denoiser``, ``detector``, checkpoints)
     seconds : float
-        Wall-clock time of ``run()`` (including ``on_event`` time).
+        Wall-clock time of ``run()`` without the time spent in ``on_event`` (e.g. Fig. 3 measurements).
     grad_shares : dict str -> float
-        Mean over the measured denoiser steps of each term's share of the gradient norm.
+        Mean over the measured denoiser steps (every ``config.grad_shares_every``-th) of each term's share of the
+        gradient norm.
     grad_shares_by_round : dict int -> dict str -> float
     losses_last : dict str -> float
         The losses of the last denoiser step.
@@ -291,10 +295,12 @@ class TrainRun:
 
 def _iterate(trainer, label: str, log: Callable[[str], None], on_event=None) -> TrainRun:
     t0 = time.perf_counter()
+    callback_s = 0.0
     last_print = 0.0
     sums: dict[int, dict[str, float]] = {}
     counts: dict[int, int] = {}
-    seen_shares = None
+    every = int(getattr(trainer.config, "grad_shares_every", 1))
+    denoiser_steps = 0
     losses_last: dict[str, float] = {}
     for ev in trainer.run():
         if ev.event == "phase_start":
@@ -302,13 +308,14 @@ def _iterate(trainer, label: str, log: Callable[[str], None], on_event=None) -> 
         elif ev.event == "step":
             if ev.phase in ("T2", "baseline", "joint"):
                 losses_last = dict(ev.losses)
-                if ev.grad_shares and ev.grad_shares is not seen_shares:
+                measured = every > 0 and denoiser_steps % every == 0  # the trainer's rule (schedule position)
+                denoiser_steps += 1
+                if ev.grad_shares and (measured or len(ev.grad_shares) == 1):
                     r = int(ev.round)
                     acc = sums.setdefault(r, {})
                     for k, v in ev.grad_shares.items():
                         acc[k] = acc.get(k, 0.0) + float(v)
                     counts[r] = counts.get(r, 0) + 1
-                    seen_shares = ev.grad_shares
             now = time.perf_counter()
             if now - last_print > 20 or ev.step == ev.phase_steps:
                 parts = " ".join(f"{k}={v:.4g}" for k, v in ev.losses.items() if k in ("rec", "roi", "det", "total"))
@@ -319,14 +326,16 @@ def _iterate(trainer, label: str, log: Callable[[str], None], on_event=None) -> 
         elif ev.event in ("stopped", "error"):
             log(f"  [{label}] {ev.event}: {ev.message}")
         if on_event is not None:
+            tc = time.perf_counter()
             on_event(ev, trainer)
+            callback_s += time.perf_counter() - tc
     by_round = {r: {k: v / counts[r] for k, v in acc.items()} for r, acc in sums.items()}
     total = sum(counts.values())
     mean: dict[str, float] = {}
     for r, acc in sums.items():
         for k, v in acc.items():
             mean[k] = mean.get(k, 0.0) + v / max(1, total)
-    return TrainRun(trainer, time.perf_counter() - t0, mean, by_round, losses_last)
+    return TrainRun(trainer, time.perf_counter() - t0 - callback_s, mean, by_round, losses_last)
 
 
 def train_lidnet(config: TrainConfig, data: ExperimentData, detectors: Detectors, *, device, run_dir=None,
@@ -389,7 +398,8 @@ class MethodScores:
     per_real_lesion : dict str -> ndarray (n_real,)
         The same over the real tumour's boxes.
     matches : dict str -> list of SliceMatches
-        ``judge``, ``own`` (all lesions) and ``judge_real`` (real tumour only), one entry per slice.
+        ``judge``, ``own`` (all lesions) and ``judge_real`` (the real tumour only; the synthetic nodules are
+        ignore regions there, so finding them is neither a hit nor a false positive), one entry per slice.
     ap : dict str -> float
         Library AP values (:func:`src_training.evaluation.detection_ap`): ``ap50``, ``ap75``, ``own_ap50``,
         ``own_ap75``, ``real_ap50``, ``real_ap75``.
@@ -440,6 +450,16 @@ def _lesion_diffs(images_hu: np.ndarray, case: CaseArrays, boxes_by_slice, ndct:
     return {f"glcm_{k}_diff": np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
 
+def synthetic_boxes(case: CaseArrays, z: int) -> np.ndarray:
+    """The boxes of slice ``z`` that are synthetic nodules (``case.boxes`` minus ``case.real_boxes``), (n, 4)."""
+    allb = np.asarray(case.boxes.get(z, np.zeros((0, 4))), np.float32).reshape(-1, 4)
+    real = np.asarray(case.real_boxes.get(z, np.zeros((0, 4))), np.float32).reshape(-1, 4)
+    if not len(real):
+        return allb
+    keep = [not np.any(np.all(np.isclose(b, real), axis=1)) for b in allb]
+    return allb[np.asarray(keep, dtype=bool)] if len(allb) else allb
+
+
 def _detections(detector, images_hu, hu_range) -> list[dict]:
     from .inference import detect_slices
 
@@ -478,6 +498,8 @@ def score_volume(images_hu: np.ndarray, case: CaseArrays, detectors: Detectors, 
                 for z in range(case.n_slices)]
 
     t_all, t_real = targets(case.boxes), targets(case.real_boxes)
+    for z, t in enumerate(t_real):  # the synthetic nodules are ignore regions when the real tumour is scored
+        t["ignore"] = synthetic_boxes(case, z)
     dj = _detections(detectors.judge, vol, hu_range)
     do = _detections(detectors.own, vol, hu_range)
     lib_j, lib_o, lib_r = detection_ap(dj, t_all), detection_ap(do, t_all), detection_ap(dj, t_real)

@@ -2,12 +2,16 @@
 
 Eq. 8 of LIDnet (Chen et al., ACM MM 2021) adds three terms with weights 1, lambda_1, lambda_2; how much each
 one moves the denoiser depends on their gradients, not on their values. :func:`term_gradients` back-propagates
-every weighted term separately to the denoiser's parameters, returns the gradient of the sum (identical to one
-``backward`` of the total, so the optimiser step is unchanged) and the share of each term::
+every weighted term separately to the denoiser's parameters, returns the gradient of the sum (equal to one
+``backward`` of the total up to floating-point rounding: the per-term gradients are added in another order)
+and the share of each term::
 
     share_t = ||g_t|| / sum_s ||g_s||,   g_t = d(w_t L_t) / d theta   (L2 norms over all parameters)
 
-Shares are in [0, 1] and sum to 1 (a term whose gradient is zero has share 0).
+Shares are in [0, 1] and sum to 1 (a term whose gradient is zero has share 0). They measure how hard each term
+pulls, not in which direction: terms that pull against each other each keep their share although they partly
+cancel. Under torchrun each rank measures its own shard before the gradients are averaged (the logged value is
+the mean over ranks).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, save_checkpoint
 from .errors import ConfigError, OutputExistsError
 from .serialize import jsonable
 from .windowing import DEFAULT_HU_RANGE, hu_to_unit
@@ -250,7 +250,8 @@ def detector_ap(detector, case, *, boxes: Optional[dict] = None, images_hu: Opti
     case : src_training.data.CaseArrays
         Ground truth ``case.boxes`` (or ``boxes``) and, by default, its NDCT as the images.
     boxes : dict, optional
-        Other ground truth ``{slice: (n, 4)}`` (e.g. ``case.real_boxes``).
+        Other ground truth ``{slice: (n, 4)}``; with ``case.real_boxes`` the synthetic nodules become ignore
+        regions (detecting them is neither a hit nor a false positive).
     images_hu : ndarray (z, y, x), optional
         Images to detect on (default ``case.ndct_hu``).
     hu_range : (float, float)
@@ -269,13 +270,19 @@ def detector_ap(detector, case, *, boxes: Optional[dict] = None, images_hu: Opti
     from .inference import detect_slices
     from .statistics import bootstrap_ap, match_detections
 
+    from .experiment import synthetic_boxes
+
     vol = case.ndct_hu if images_hu is None else images_hu
     gt = case.boxes if boxes is None else boxes
+    real_only = boxes is case.real_boxes
     preds, targets = [], []
     for res in detect_slices(detector, vol, hu_range, k=1, score_thresh=0.0):
         preds.append({"boxes": res["boxes"], "scores": res["scores"], "labels": res["labels"]})
         g = np.asarray(gt.get(res["slice"], np.zeros((0, 4))), np.float32).reshape(-1, 4)
-        targets.append({"boxes": g, "labels": np.ones(len(g), np.int64)})
+        t = {"boxes": g, "labels": np.ones(len(g), np.int64)}
+        if real_only:  # the synthetic nodules are ignore regions when the real tumour is scored
+            t["ignore"] = synthetic_boxes(case, res["slice"])
+        targets.append(t)
     lib = library_ap(preds, targets)
     matches = match_detections(preds, targets)
     return {
@@ -293,6 +300,47 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def measure_detector_file(path: str | Path, device="cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """AP of a detector file as shipped (loaded back with ``weights_only=True``) on the evaluation case's NDCT:
+    all lesions, and the real tumour alone (synthetic nodules as ignore regions). Returns the two
+    :func:`detector_ap` dicts without their ``matches``."""
+    from .inference import load_detector
+    from .protocol import eval_case
+
+    det, _ = load_detector(path, device=device)
+    evalc = eval_case(n0=None, simulate=False)
+    ap_all = detector_ap(det, evalc)
+    ap_real = detector_ap(det, evalc, boxes=evalc.real_boxes)
+    for d in (ap_all, ap_real):
+        d.pop("matches")
+    return ap_all, ap_real
+
+
+def remeasure(path: str | Path, device="cpu", note: str = "") -> dict[str, Any]:
+    """Measure a shipped file again (:func:`measure_detector_file`) and rewrite the ``measured`` block of its JSON
+    record (the file's sha256 must match the record's); ``note`` says why (kept in ``remeasured``).
+
+    Raises
+    ------
+    LidnetError
+        No JSON record beside the file, or the weights do not match it.
+    """
+    from .errors import LidnetError
+
+    path = Path(path)
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        raise LidnetError(f"{meta} is missing: only a file written by lidnet pretrain-detector can be re-measured.")
+    record = json.loads(meta.read_text(encoding="utf-8"))
+    if record.get("sha256") != _sha256(path):
+        raise LidnetError(f"{path} does not match its record {meta} (sha256 differs); retrain or restore it.")
+    ap_all, ap_real = measure_detector_file(path, device=device)
+    record["measured"] = {"eval_all_lesions": ap_all, "eval_real_tumour": ap_real}
+    record["remeasured"] = {"date": time.strftime("%Y-%m-%d"), "note": note}
+    atomic_write_text(meta, json.dumps(jsonable(record), indent=2) + "\n")
+    return record
 
 
 def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optional[str | Path] = None,
@@ -340,7 +388,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
     """
     from .config import TrainConfig
     from .device import auto_device
-    from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE, eval_case
+    from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE
     from .sample import load_sample_case
     from .training import STATE_FILE, DetectorTrainer
 
@@ -389,15 +437,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
     ckpt["hparams"] = dict(getattr(trainer.detector, "hparams", {}))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, ckpt)
-    # Measure what is shipped: the fp16 file, loaded back.
-    from .inference import load_detector
-
-    shipped, _ = load_detector(out, device=dev)
-    evalc = eval_case(n0=None, simulate=False)
-    ap_all = detector_ap(shipped, evalc)
-    ap_real = detector_ap(shipped, evalc, boxes=evalc.real_boxes)
-    for d in (ap_all, ap_real):
-        d.pop("matches")
+    ap_all, ap_real = measure_detector_file(out, device=dev)
     record = {
         "file": out.name,
         "sha256": _sha256(out),

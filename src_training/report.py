@@ -178,6 +178,22 @@ def _md_table(title: str, headers, groups, rows, notes: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+def _interval_note(methods: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """What the ``[a, b]`` cells are, from the intervals' ``method`` (bootstrap over units, t over seeds)."""
+    kinds = {ci.get("method") for m in methods.values() if isinstance(m, Mapping)
+             for k, ci in m.items() if k.endswith("_ci") and isinstance(ci, Mapping)}
+    if not kinds:
+        return None
+    parts = []
+    if "t" in kinds:
+        parts.append("trained rows: mean over training seeds with a Student-t 95 % interval over seeds")
+    if "bootstrap" in kinds:
+        parts.append("95 % percentile bootstrap interval over slices (AP, image metrics) or lesion boxes (radiomics)"
+                     + (" for the untrained rows" if "t" in kinds else ""))
+    return ("[a, b]: " + "; ".join(parts) + ". The slices are neighbours in one patient and the boxes are per slice, "
+            "so these intervals show the sampling noise of this evaluation set, not the variation between patients.")
+
+
 def _scale_note(metrics: Mapping[str, Any]) -> str:
     lo, hi = metrics.get("hu_range", DEFAULT_HU_RANGE)
     return (
@@ -197,8 +213,7 @@ def _sections(metrics: Mapping[str, Any]):
         "energy; mean over boxes.",
     )
     judged = any(isinstance(m, Mapping) and "own_ap50" in m for m in methods.values())
-    ci_note = ("[a, b]: 95 % bootstrap interval (slices for AP and image metrics, lesion boxes for radiomics)."
-               if any(isinstance(m, Mapping) and any(k.endswith("_ci") for k in m) for m in methods.values()) else None)
+    ci_note = _interval_note(methods)
     t2_notes = ["AP-50 / AP-75: average precision at IoU 0.5 / 0.75, in %."]
     if judged:
         t2_notes.append("Judge: an FCOS detector trained on NDCT that no LIDnet run ever saw. Own: the pretrained "
@@ -257,7 +272,7 @@ def format_markdown_tables(metrics: Mapping[str, Any]) -> str:
 
 
 def format_comparisons(comparisons: Mapping[str, Mapping[str, Any]], metrics_table: Sequence[Any],
-                       markdown: bool = True) -> str:
+                       markdown: bool = True, over_seeds: bool = False) -> str:
     """Paired differences of methods on the same units, one row per metric, one column pair per comparison.
 
     Parameters
@@ -267,6 +282,9 @@ def format_comparisons(comparisons: Mapping[str, Mapping[str, Any]], metrics_tab
     metrics_table : sequence of Metric
         :data:`src_training.experiment.METRICS` (key, label, fmt, scale).
     markdown : bool
+    over_seeds : bool
+        The differences are per seed with a Student-t interval over seeds (``lidnet reproduce``), not a paired
+        bootstrap over slices / lesions (``lidnet demo``).
 
     Returns
     -------
@@ -290,7 +308,8 @@ def format_comparisons(comparisons: Mapping[str, Mapping[str, Any]], metrics_tab
             row.append(str(c.get("reading", c.get("verdict", ""))))
         if present:
             rows.append(row)
-    title = "Differences between methods (paired bootstrap: the same slices / lesions resampled for both)"
+    title = ("Differences between methods (paired per training seed, Student-t 95 % interval over seeds)" if over_seeds
+             else "Differences between methods (paired bootstrap: the same slices / lesions resampled for both)")
     notes = ["'no difference': the 95 % interval of the difference contains 0.",
              "better/worse follow each metric's direction (AP, PSNR, SSIM: higher is better; radiomics "
              "differences, RMSE: lower is better)."]

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write_text, save_checkpoint
-from .demo import DISPLAY_NAMES, comparison_dict, environment, pct
+from .demo import DISPLAY_NAMES, environment, pct
 from .device import auto_device
 from .errors import ConfigError
 from .experiment import (FAST_BUDGET, METRICS, STUDY_BUDGET, Budget, Detectors, ExperimentData, _NDCTFeatures,
-                         compare, load_data, load_detectors, score_volume, summarize, train_baseline, train_lidnet,
+                         load_data, load_detectors, score_volume, summarize, train_baseline, train_lidnet,
                          noise_line, verdict_text)
 from .inference import denoise_volume
 from .models import denoisers as denoiser_registry
@@ -216,8 +216,8 @@ def run_reproduction(out_dir: str | Path = "lidnet-reproduction", *, denoisers: 
                              detector_weights=str(detectors.own_path), loss_reduction=loss_reduction, **kw)
 
     hr = cfg(names[0], seeds[0]).hu_range
-    ref = {"LDCT": summarize(score_volume(data.eval.ldct_hu, data.eval, detectors, hr, feats)),
-           "NDCT": summarize(score_volume(data.eval.ndct_hu, data.eval, detectors, hr, feats))}
+    ref = {"LDCT": summarize(score_volume(data.eval.ldct_hu, data.eval, detectors, hr, feats), n_boot=budget.n_boot),
+           "NDCT": summarize(score_volume(data.eval.ndct_hu, data.eval, detectors, hr, feats), n_boot=budget.n_boot)}
     per_seed: dict[str, list[dict[str, Any]]] = {}
     shares: dict[str, list[dict[str, float]]] = {}
     timing: dict[str, float] = {"data": round(data.seconds, 1)}
@@ -238,7 +238,7 @@ def run_reproduction(out_dir: str | Path = "lidnet-reproduction", *, denoisers: 
                 curves["collaborative"] = rec.points
             for kind, label in (("baseline", f"Baseline ({dn})"), ("lidnet", f"LIDnet ({dn})")):
                 run, scores = res[kind]
-                s = summarize(scores, seed=seed)
+                s = summarize(scores, seed=seed, n_boot=budget.n_boot)
                 s["training_s"] = round(run.seconds, 1)  # includes Fig. 3 measurements on that run
                 per_seed.setdefault(label, []).append(s)
                 shares.setdefault(label, []).append(run.grad_shares)
@@ -261,7 +261,7 @@ def run_reproduction(out_dir: str | Path = "lidnet-reproduction", *, denoisers: 
         res = run_pair(cfg(d, seeds[0], form="gan"), data, detectors, dev, feats, label=f"{dn} GAN",
                        ckpt_dir=ckpt_dir / d / "gan", log=log, with_baseline=False)
         run, scores = res["lidnet"]
-        table4_rows[f"LIDnet ({dn}), GAN form"] = {**summarize(scores, seed=seeds[0]), "form": "GAN (Eq. 5)",
+        table4_rows[f"LIDnet ({dn}), GAN form"] = {**summarize(scores, seed=seeds[0], n_boot=budget.n_boot), "form": "GAN (Eq. 5)",
                                                    "training_s": round(run.seconds, 1)}
 
     # Fig. 3: simultaneous strategy on the Fig. 3 denoiser, first seed.
@@ -304,7 +304,7 @@ def run_reproduction(out_dir: str | Path = "lidnet-reproduction", *, denoisers: 
         f"512 px slices.", "", noise_line(nz), ""])
     from .report import format_grad_shares
 
-    text = "\n\n".join([header, format_markdown_tables(metrics).rstrip(), format_comparisons(comparisons, METRICS),
+    text = "\n\n".join([header, format_markdown_tables(metrics).rstrip(), format_comparisons(comparisons, METRICS, over_seeds=True),
                         format_grad_shares(mean_shares), format_form_table(metrics["table4"], markdown=True),
                         "**Fig. 3.** `fig3_ap_curve.png`: the judge's AP-50 (%) on the current denoiser's output "
                         f"every {curve_every} steps, collaborative (Algorithm 1) vs simultaneous strategy, one seed."]) + "\n"

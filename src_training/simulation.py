@@ -42,9 +42,11 @@ with ``g`` the discrete filter kernel (window included, in 1/mm) and ``rho`` the
 neighbouring filtered bins (the linear interpolation of the back-projection).
 
 Measured on the bundled real chest slices (soft-tissue sigma of the added noise, :func:`soft_tissue_noise_sigma`;
-``docs/reproduction.md``): the default geometry gives the clinical-like range the project targets, about
-60-120 HU at N0 = 1000 and 35-70 HU at N0 = 3000 (clinical low-dose chest CT is roughly 20-60 HU, routine dose
-10-25 HU). With the pure ramp filter the same N0 gives ~2.6x more.
+``docs/reproduction.md``): on the middle slices the default geometry gives 84-108 HU at N0 = 1000 and 43-56 HU
+at N0 = 3000, the range the project targets for the paper's doses (60-120 / 35-70 HU); that is noisier than
+clinical low-dose chest CT (roughly 20-60 HU; routine dose 10-25 HU), as the paper's N0 = 1000 is an
+ultra-low dose. Thicker slices (shoulders, upper abdomen) get more: N0 is fixed per slice, there is no
+tube-current modulation. With the pure ramp filter the same N0 gives ~2.6x more.
 
 Why ``mode="noise_only"`` is the default: the input is already a reconstructed image. Re-projecting and
 re-reconstructing it (``"full"``) adds the simulator's own blur (the 1 mm detector, the window) and edge
@@ -377,8 +379,8 @@ def _project(mu_d: torch.Tensor, pitch: float, theta: torch.Tensor) -> torch.Ten
     Sampling grids are built in float32 in normalised coordinates, a few views per ``grid_sample`` call (the
     slices of the batch are channels that share each grid)."""
     b, m, _ = mu_d.shape
-    half = m * pitch / 2.0
-    u = ((torch.arange(m, dtype=torch.float64) + 0.5) * (2.0 / m) - 1.0).to(torch.float32)  # t/half == s/half
+    # bin / ray-sample centres (i + 0.5) * pitch - M * pitch / 2, in units of the half width M * pitch / 2
+    u = ((torch.arange(m, dtype=torch.float64) + 0.5) * (2.0 / m) - 1.0).to(torch.float32)
     img = mu_d.to(torch.float32)[None]  # (1, B, M, M)
     cos, sin = torch.cos(theta).to(torch.float32), torch.sin(theta).to(torch.float32)
     chunk = max(1, _CHUNK_ELEMENTS // max(1, b * m * m))

@@ -253,12 +253,15 @@ class SliceMatches:
     tp : dict float -> ndarray bool (m,)
         Per IoU threshold, whether each detection matched a ground-truth box.
     n_gt : int
-        Ground-truth boxes of the slice.
+        Ground-truth boxes of the slice (ignore regions not counted).
+    keep : dict float -> ndarray bool (m,), optional
+        Per IoU threshold, False for detections dropped on an ignore region.
     """
 
     scores: np.ndarray
     tp: dict[float, np.ndarray]
     n_gt: int
+    keep: Optional[dict[float, np.ndarray]] = None
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -275,21 +278,40 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def _crowd_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """COCO's overlap with an ignore ("crowd") region: intersection over the DETECTION's area."""
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    return np.where(area_a[:, None] > 0, inter / np.maximum(area_a[:, None], 1e-12), 0.0)
+
+
 def match_detections(predictions: Sequence[Mapping], targets: Sequence[Mapping],
                      iou_thresholds: Sequence[float] = (0.5, 0.75)) -> list[SliceMatches]:
-    """Match detections to ground truth per slice, as COCOeval does (single class, no crowd, all areas).
+    """Match detections to ground truth per slice, as COCOeval does (single class, all areas).
+
+    A target may carry ``ignore`` boxes (COCO's ``iscrowd`` regions): a detection that matches no regular
+    ground-truth box but overlaps an ignore box (intersection over the detection's area >= the threshold) is
+    dropped, neither a hit nor a false positive, and ignore boxes do not count as lesions. This is how the
+    real-tumour AP treats the synthetic nodules.
 
     Parameters
     ----------
     predictions : list of dict, one per slice
         ``boxes`` (m, 4) xyxy pixels, ``scores`` (m,).
     targets : list of dict, one per slice
-        ``boxes`` (n, 4) xyxy pixels.
+        ``boxes`` (n, 4) xyxy pixels; optional ``ignore`` (k, 4).
     iou_thresholds : sequence of float
 
     Returns
     -------
     list of SliceMatches
+        Dropped detections are removed from ``scores`` / ``tp``.
 
     Raises
     ------
@@ -303,13 +325,16 @@ def match_detections(predictions: Sequence[Mapping], targets: Sequence[Mapping],
         pb = np.asarray(p["boxes"], dtype=np.float64).reshape(-1, 4)
         ps = np.asarray(p["scores"], dtype=np.float64).reshape(-1)
         gb = np.asarray(t["boxes"], dtype=np.float64).reshape(-1, 4)
+        ig = np.asarray(t.get("ignore", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
         order = np.argsort(-ps, kind="mergesort")[:_MAX_DETS]
         pb, ps = pb[order], ps[order]
         ious = _iou(pb, gb)
-        tps = {}
+        crowd = _crowd_iou(pb, ig)
+        tps, keeps = {}, {}
         for thr in iou_thresholds:
             matched = np.zeros(len(gb), dtype=bool)
             tp = np.zeros(len(pb), dtype=bool)
+            keep = np.ones(len(pb), dtype=bool)
             for d in range(len(pb)):
                 best, best_iou = -1, min(float(thr), 1 - 1e-10)
                 for g in range(len(gb)):
@@ -319,8 +344,10 @@ def match_detections(predictions: Sequence[Mapping], targets: Sequence[Mapping],
                 if best >= 0:
                     matched[best] = True
                     tp[d] = True
-            tps[float(thr)] = tp
-        out.append(SliceMatches(ps, tps, int(len(gb))))
+                elif len(ig) and float(crowd[d].max()) >= min(float(thr), 1 - 1e-10):
+                    keep[d] = False  # on an ignore region: dropped
+            tps[float(thr)], keeps[float(thr)] = tp, keep
+        out.append(SliceMatches(ps, tps, int(len(gb)), keeps))
     return out
 
 
@@ -332,10 +359,12 @@ def ap_from_matches(matches: Sequence[SliceMatches], iou_threshold: float = 0.5,
     """
     sel = range(len(matches)) if index is None else index
     scores, tps, n_gt = [], [], 0
+    thr = float(iou_threshold)
     for i in sel:
         m = matches[i]
-        scores.append(m.scores)
-        tps.append(m.tp[float(iou_threshold)])
+        keep = m.keep[thr] if m.keep is not None else slice(None)
+        scores.append(m.scores[keep])
+        tps.append(m.tp[thr][keep])
         n_gt += m.n_gt
     if n_gt == 0:
         return float("nan")

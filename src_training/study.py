@@ -25,7 +25,8 @@ from typing import Any, Callable, Optional, Sequence
 from .checkpoint import atomic_write_text
 from .demo import environment
 from .device import auto_device
-from .experiment import METRICS, STUDY_BUDGET, Budget, _NDCTFeatures, load_data, load_detectors, summarize
+from .experiment import (METRICS, STUDY_BUDGET, Budget, _NDCTFeatures, load_data, load_detectors, noise_line,
+                         summarize)
 from .reproduce import DEFAULT_SEEDS, run_pair, seed_comparison, seed_summary
 from .sample import sample_dir
 from .serialize import jsonable
@@ -67,7 +68,7 @@ def format_study(result: dict[str, Any]) -> str:
     metric = {m.key: m for m in METRICS}
     head = ["configuration"]
     for k in STUDY_METRICS:
-        head += [f"{metric[k].label}", f"diff. to baseline"]
+        head += [f"{metric[k].label}", "diff. to baseline"]
     head += ["grad share rec / roi / det (%)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
     for row in result["rows"]:
@@ -150,10 +151,10 @@ def run_study(out_dir: str | Path = "lidnet-study", *, seeds: Sequence[int] = DE
         for seed in seeds:
             res = run_pair(cfg(seed, loss_reduction=red, lambda_roi=0.0, perceptual="none"), data, detectors, dev,
                            feats, label=f"baseline {red} s{seed}", log=log, with_baseline=True)
-            per.append(summarize(res["baseline"][1], seed=seed))
+            per.append(summarize(res["baseline"][1], seed=seed, n_boot=budget.n_boot))
             # the lambda_1 = 0 LIDnet run of this seed comes with it (same config)
             baselines.setdefault(f"lam0:{red}", []).append(
-                (summarize(res["lidnet"][1], seed=seed), res["lidnet"][0].grad_shares))
+                (summarize(res["lidnet"][1], seed=seed, n_boot=budget.n_boot), res["lidnet"][0].grad_shares))
         baselines[red] = per
         rows.append({"label": f"baseline ({red} reduction)", "loss_reduction": red, "lambda_roi": None,
                      "perceptual": None, "summary": seed_summary(per), "per_seed": per})
@@ -168,7 +169,7 @@ def run_study(out_dir: str | Path = "lidnet-study", *, seeds: Sequence[int] = DE
                 c = cfg(seed, loss_reduction=g["loss_reduction"], lambda_roi=g["lambda_roi"], perceptual=g["perceptual"])
                 res = run_pair(c, data, detectors, dev, feats, label=f"{g['label']} s{seed}", log=log,
                                with_baseline=False)
-                per.append(summarize(res["lidnet"][1], seed=seed))
+                per.append(summarize(res["lidnet"][1], seed=seed, n_boot=budget.n_boot))
                 shares.append(res["lidnet"][0].grad_shares)
         terms = sorted({t for s in shares for t in s})
         mean_shares = {t: sum(s.get(t, 0.0) for s in shares) / max(1, len(shares)) for t in terms}
@@ -184,7 +185,7 @@ def run_study(out_dir: str | Path = "lidnet-study", *, seeds: Sequence[int] = DE
             f"Denoiser {denoiser}, budget '{budget.name}' (T2 = {budget.t2}, T3 = {budget.t3}, rounds = {budget.rounds}, "
             f"batch {budget.batch_size}, {budget.crop_size} px lesion-centred crops at 256 px), lambda_2 = 5, "
             f"N0 = {n0:g}, seeds {', '.join(map(str, seeds))}, {dev}, {result['timing_s']:.0f} s.\n\n"
-            + format_study(result))
+            + noise_line(result["noise"]) + "\n\n" + format_study(result))
     atomic_write_text(out / "study.md", text)
     atomic_write_text(out / "study.json", json.dumps(jsonable(result), indent=2) + "\n")
     partial.unlink(missing_ok=True)

@@ -487,6 +487,15 @@ class _TrainerBase:
             dataset, config.batch_size, config.seed, config.num_workers, rank=self._dist.rank,
             world_size=self._dist.world_size, pin_memory=self.device.type == "cuda",
         )
+        # A trainer with both networks gives the detector-only phases (T1, T3) their own batch stream, so the
+        # denoiser sees exactly the batches a baseline with the same seed sees (the same crops, in the same
+        # order); trainers with one network use the one stream.
+        self._detector_stream: Optional[_BatchStream] = None
+        if self.uses_denoiser and self.uses_detector:
+            self._detector_stream = _BatchStream(
+                dataset, config.batch_size, config.seed + 7_000_003, config.num_workers, rank=self._dist.rank,
+                world_size=self._dist.world_size, pin_memory=self.device.type == "cuda",
+            )
         self._t0 = time.monotonic()
         self._progress_fh = None
         self._log_count = 0
@@ -825,6 +834,7 @@ class _TrainerBase:
             "models": models,
             "optimizers": opts,
             "data": self._stream.state_dict(),
+            "data_detector": None if self._detector_stream is None else self._detector_stream.state_dict(),
             "rng": _rng_state(),
         }
 
@@ -896,6 +906,11 @@ class _TrainerBase:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path}: the saved networks do not match this configuration ({exc}).") from exc
         self._stream.load_state_dict(state["data"])
+        if self._detector_stream is not None:
+            if state.get("data_detector") is None:
+                raise CheckpointError(f"{path} was saved by an older napari-lidnet without the detector's batch "
+                                      "stream; start the run again (its batches would differ from a fresh run's).")
+            self._detector_stream.load_state_dict(state["data_detector"])
         self.phase_index = int(state["phase_index"])
         self.phase_step = int(state["phase_step"])
         self.global_step = int(state["global_step"])
@@ -979,7 +994,7 @@ class _TrainerBase:
                         return
                     self._modes(*self._phase_modes(phase))
                     self._apply_lr_schedule()
-                    batch = self._to_device(self._stream.next())
+                    batch = self._to_device(self._stream_for(phase).next())
                     with self._autocast():
                         losses = self._train_step(phase, batch)
                     if self._dist.enabled:  # the logged losses are the mean over the ranks
@@ -1031,6 +1046,14 @@ class _TrainerBase:
         finally:
             self._close_progress()
             self._stream.close()
+            if self._detector_stream is not None:
+                self._detector_stream.close()
+
+    def _stream_for(self, phase: _Phase) -> "_BatchStream":
+        """The batch stream of a phase: the detector's own for T1/T3 of a two-network trainer, else the main one."""
+        if self._detector_stream is not None and self._phase_modes(phase) == (False, True):
+            return self._detector_stream
+        return self._stream
 
     def _phase_modes(self, phase: _Phase) -> tuple[bool, bool]:
         """(train_denoiser, train_detector) of a phase."""

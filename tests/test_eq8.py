@@ -127,3 +127,35 @@ def test_lesion_centred_crops_contain_the_lesion():
     np.testing.assert_array_equal(ds[(0, 3)][0].numpy(), ds[(0, 3)][0].numpy())
     with pytest.raises(Exception):
         SliceDataset([case], crop_size=24, lesion_crop_fraction=1.5)
+
+
+def test_lidnet_denoiser_sees_exactly_the_baselines_batches():
+    """T3 draws from the detector's own stream, so LIDnet's denoiser steps (over 2 rounds, with T3 between) get
+    the same crops in the same order as the baseline's steps with the same seed."""
+    from src_training.data import SliceDataset
+    from src_training.training import BaselineTrainer, CollaborativeTrainer
+
+    seen: dict[str, list[torch.Tensor]] = {"lidnet": [], "baseline": []}
+
+    def recorder(trainer, key, phases):
+        original = trainer._train_step
+
+        def step(phase, batch):
+            if phase.name in phases:
+                seen[key].append(batch[1].clone())
+            return original(phase, batch)
+
+        trainer._train_step = step
+
+    cfg = tiny_config(t1=1, t2=2, t3=2, rounds=2, crop_size=32, lesion_crop_fraction=0.5)
+    ds = lambda: SliceDataset([make_case(n_slices=6)], cfg.hu_range, crop_size=32, seed=cfg.seed,  # noqa: E731
+                              lesion_crop_fraction=0.5)
+    lid = CollaborativeTrainer(cfg, ds(), denoiser=small_denoiser(), detector=small_detector(), device="cpu")
+    recorder(lid, "lidnet", ("T2",))
+    lid.train_all()
+    base = BaselineTrainer(cfg, ds(), denoiser=small_denoiser(), device="cpu")
+    recorder(base, "baseline", ("baseline",))
+    base.train_all()
+    assert len(seen["lidnet"]) == len(seen["baseline"]) == 4
+    for a, b in zip(seen["lidnet"], seen["baseline"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

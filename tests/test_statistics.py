@@ -82,16 +82,17 @@ def _random_case(seed: int, n_images: int = 12):
 
 
 def _cocoeval_ap(preds, targets):
-    """AP-50 / AP-75 of pycocotools' reference COCOeval (single class, xywh)."""
+    """AP-50 / AP-75 of pycocotools' reference COCOeval (single class, xywh; ``ignore`` boxes as iscrowd)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     gt = {"images": [{"id": i} for i in range(len(targets))], "categories": [{"id": 1}], "annotations": []}
     for i, t in enumerate(targets):
-        for b in t["boxes"].astype(float):
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": 1,
-                                      "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                                      "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": 0})
+        for crowd, key in ((0, "boxes"), (1, "ignore")):
+            for b in np.asarray(t.get(key, np.zeros((0, 4)))).astype(float).reshape(-1, 4):
+                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": 1,
+                                          "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                                          "area": (b[2] - b[0]) * (b[3] - b[1]), "iscrowd": crowd})
     dts = [{"image_id": i, "category_id": 1, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)}
            for i, p in enumerate(preds) for b, s in zip(p["boxes"].astype(float), p["scores"])]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -115,6 +116,23 @@ def test_ap_from_matches_equals_the_reference_cocoeval(seed):
     # the library path the reports use agrees to within the IoU rounding of its float32 boxes
     lib = detection_ap([{**p, "labels": np.ones(len(p["scores"]), np.int64)} for p in preds], targets)
     assert abs(lib["ap50"] - ap50) < 0.02 and abs(lib["ap75"] - ap75) < 0.02
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_ignore_regions_follow_cocoeval_iscrowd(seed):
+    """Scoring only some lesions (the real tumour) with the others (synthetic nodules) as ignore regions:
+    detections on an ignore region are neither hits nor false positives, as COCOeval's iscrowd."""
+    preds, targets = _random_case(seed)
+    split = [{"boxes": t["boxes"][:1], "ignore": t["boxes"][1:]} for t in targets]
+    m = match_detections(preds, split)
+    ap50, ap75 = _cocoeval_ap(preds, split)
+    assert ap_from_matches(m, 0.5) == pytest.approx(ap50, abs=1e-9)
+    assert ap_from_matches(m, 0.75) == pytest.approx(ap75, abs=1e-9)
+    lib = detection_ap([{**p, "labels": np.ones(len(p["scores"]), np.int64)} for p in preds], split)
+    assert abs(lib["ap50"] - ap50) < 0.02
+    # ignoring them can only raise AP over treating their detections as false positives
+    plain = match_detections(preds, [{"boxes": t["boxes"][:1]} for t in targets])
+    assert ap_from_matches(m, 0.5) >= ap_from_matches(plain, 0.5)
 
 
 def test_bootstrap_ap_and_paired_ap_difference():
