@@ -39,7 +39,12 @@ PROPOSAL_BOX_COLOR = "#4da6ff"
 SCORE_COLORMAP = "plasma"
 
 #: Display names of the denoisers of ``src_training.models.denoisers.DENOISERS`` (lower-case keys).
-DENOISER_DISPLAY_NAMES = {"redcnn": "RED-CNN", "red_cnn": "RED-CNN", "cpce": "CPCE", "cpce2d": "CPCE", "wganvgg": "WGAN-VGG", "mapnn": "MAP-NN", "ssms": "SSMS", "reshlf": "Res-HLF", "dcscn": "DCSCN", "dcswgan": "DCSWGAN"}
+def _display_names() -> dict[str, str]:
+    """The core's display names (imported when first needed: importing the models loads torch) plus
+    spellings seen in older files."""
+    from src_training.models.denoisers import DISPLAY_NAMES
+
+    return {**DISPLAY_NAMES, "red_cnn": "RED-CNN", "cpce2d": "CPCE"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,7 +660,7 @@ def replace_rectangles(layer: Any, rectangles: list[np.ndarray], features: Mappi
 def denoiser_display_name(model_name: str, method: str | None = None) -> str:
     """Human name of a denoiser for layer names, e.g. ``("redcnn", "lidnet") -> "RED-CNN (LIDnet)"``."""
     key = str(model_name).strip().lower().replace("-", "")
-    base = DENOISER_DISPLAY_NAMES.get(key, str(model_name))
+    base = _display_names().get(key, str(model_name))
     if method:
         m = str(method).strip().lower()
         label = {"lidnet": "LIDnet", "baseline": "baseline"}.get(m, str(method))

@@ -24,8 +24,6 @@
 from __future__ import annotations
 
 import json
-import math
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -33,48 +31,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 
 from .checkpoint import atomic_write_text
 from .device import auto_device
 from .errors import ConfigError
-from .experiment import (DEMO_BUDGET, FAST_BUDGET, METRICS, Budget, compare, load_data, load_detectors,
-                         noise_line, score_volume, summarize, train_baseline, train_lidnet, verdict_text)
+from .experiment import (DEMO_BUDGET, FAST_BUDGET, METRICS, Budget, compare, comparison_dict, environment, load_data,
+                         load_detectors, noise_line, pct, score_volume, summarize, train_baseline, train_lidnet)
 from .inference import denoise_volume, detect_slices
-from .models.denoisers import DENOISERS
+from .models.denoisers import DENOISERS, display_name
 from .report import (format_comparisons, format_grad_shares, format_markdown_tables, format_tables,
                      save_comparison_figure)
 from .sample import sample_dir
 from .serialize import jsonable
 
-__all__ = ["run_demo", "DISPLAY_NAMES", "pct", "jsonable", "comparison_dict", "environment"]
-
-#: Display names of the denoisers in the tables.
-DISPLAY_NAMES = {"redcnn": "RED-CNN", "cpce": "CPCE", "wganvgg": "WGAN-VGG", "mapnn": "MAP-NN", "ssms": "SSMS",
-                 "reshlf": "Res-HLF", "dcscn": "DCSCN", "dcswgan": "DCSWGAN"}
-
+__all__ = ["run_demo"]
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def pct(v) -> str:
-    """A fraction in [0, 1] as a percentage with one decimal, or 'n/a' (None / NaN)."""
-    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.1f}"
-
-
-def comparison_dict(comparisons) -> dict[str, dict[str, Any]]:
-    """:func:`src_training.experiment.compare` output as plain dicts with the metric-aware reading."""
-    return {k: {**c.to_dict(), "reading": verdict_text(k, c)} for k, c in comparisons.items()}
-
-
-def environment(dev: torch.device) -> dict[str, Any]:
-    """Device, versions and threads of this run (for the reports)."""
-    env = {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
-    if dev.type == "cuda":
-        env["gpu"] = torch.cuda.get_device_name(dev)
-    return env
 
 
 def _detector_record(path: Path, detector) -> dict[str, Any]:
@@ -135,7 +108,7 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     cache = Path(cache_dir) if cache_dir is not None else sample_dir() / ".cache"
-    dname = DISPLAY_NAMES.get(denoiser, denoiser)
+    dname = display_name(denoiser)
     detectors = load_detectors(dev)
     config = budget.config(denoiser=denoiser, seed=int(seed), n0=float(n0), device=str(dev), cache_dir=str(cache),
                            detector_weights=str(detectors.own_path), loss_reduction=loss_reduction)

@@ -37,7 +37,8 @@ from .windowing import hu_to_unit
 
 __all__ = ["Budget", "DEMO_BUDGET", "FAST_BUDGET", "STUDY_BUDGET", "ExperimentData", "load_data", "Detectors",
            "load_detectors", "TrainRun", "train_lidnet", "train_baseline", "MethodScores", "score_volume",
-           "summarize", "compare", "verdict_text", "METRICS", "Metric"]
+           "summarize", "compare", "verdict_text", "comparison_dict", "environment", "pct", "noise_line",
+           "synthetic_boxes", "METRICS", "Metric"]
 
 
 def _log(msg: str) -> None:
@@ -139,7 +140,7 @@ class Budget:
 
 
 #: The demo: about ten minutes on two CPU cores, from an empty cache (measured in the README).
-DEMO_BUDGET = Budget("demo", t2=50, t3=20, rounds=3)
+DEMO_BUDGET = Budget("demo", t2=80, t3=30, rounds=3)
 #: The study and reproduce runs: a shorter schedule (2 rounds of 40 / 20).
 STUDY_BUDGET = Budget("study", t2=40, t3=20, rounds=2)
 #: Tests and a first look: 4 slices per case, 2 steps per phase; the numbers mean nothing.
@@ -562,6 +563,27 @@ def compare(a: MethodScores, b: MethodScores, *, n_boot: int = N_BOOT, seed: int
         else:
             out[m.key] = paired_difference(_units(a, m.key), _units(b, m.key), n_boot=n_boot, seed=seed)
     return out
+
+
+def pct(v) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal, or 'n/a' (None / NaN)."""
+    return "n/a" if v is None or v != v else f"{100 * float(v):.1f}"
+
+
+def comparison_dict(comparisons: Mapping[str, Comparison]) -> dict[str, dict[str, Any]]:
+    """:func:`compare` output as plain dicts with the metric-aware reading (:func:`verdict_text`)."""
+    return {k: {**c.to_dict(), "reading": verdict_text(k, c)} for k, c in comparisons.items()}
+
+
+def environment(dev: torch.device) -> dict[str, Any]:
+    """Device, versions and threads of a run (for the reports)."""
+    import platform
+
+    env = {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
+           "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+    if dev.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(dev)
+    return env
 
 
 def verdict_text(key: str, comparison: Comparison) -> str:

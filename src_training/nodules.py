@@ -19,11 +19,18 @@ from scipy import ndimage
 
 from .errors import LidnetError
 
-__all__ = ["DEFAULT_DIAMETER_MM", "lung_mask_2d", "lung_distance_map", "insert_synthetic_nodules"]
+__all__ = ["DEFAULT_DIAMETER_MM", "DEFAULT_SOLID_FRACTION", "SOLID_HU", "SUBSOLID_HU", "lung_mask_2d",
+           "lung_distance_map", "insert_synthetic_nodules"]
 
 #: Default range of the synthetic nodule diameter (mean of the two ellipse axes), mm: from a small solid
 #: nodule (6 mm, the Fleischner follow-up threshold) to a 24 mm mass. Used for training and evaluation alike.
 DEFAULT_DIAMETER_MM: tuple[float, float] = (6.0, 24.0)
+#: Default fraction of solid nodules; the others are subsolid (ground-glass) nodules.
+DEFAULT_SOLID_FRACTION = 0.5
+#: Mean attenuation of solid / subsolid nodules, HU (solid: soft tissue; subsolid: ground glass, the hazy
+#: partial filling of the airspaces seen in adenocarcinoma of the lung, about -650 to -300 HU).
+SOLID_HU: tuple[float, float] = (20.0, 60.0)
+SUBSOLID_HU: tuple[float, float] = (-650.0, -300.0)
 
 _EDGE_PX = 0.5  # width of the sigmoid edge, pixels
 _TRIES = 60  # candidate centres tried per nodule before giving up
@@ -104,12 +111,16 @@ def insert_synthetic_nodules(
     avoid_boxes: np.ndarray | None = None,
     *,
     lung_distance: np.ndarray | None = None,
+    solid_fraction: float = DEFAULT_SOLID_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paste SYNTHETIC lung nodules into an axial CT slice (data augmentation for the detector).
 
-    Each nodule is a slightly elliptical soft-tissue blob (axis ratio 0.75-1, random orientation), mean
-    20-60 HU plus faint smooth texture (std 8 HU), blended into the slice with a smooth sigmoid edge (width
-    0.5 px; the blend weight falls below 5 % within 1.5 px outside the contour). Centres are drawn so that
+    Each nodule is a slightly elliptical blob (axis ratio 0.75-1, random orientation), either solid (mean
+    20-60 HU, :data:`SOLID_HU`, faint smooth texture of std 8 HU) or, with probability ``1 - solid_fraction``,
+    subsolid / ground glass (mean -650 to -300 HU, :data:`SUBSOLID_HU`, texture std 25 HU), blended into the
+    slice with a smooth sigmoid edge (width 0.5 px; the blend weight falls below 5 % within 1.5 px outside the
+    contour). Subsolid nodules have 200-550 HU of contrast against the lung instead of ~850 HU, so their
+    detection depends on the dose noise, as it does in lung screening. Centres are drawn so that
     the whole nodule plus a 2 px margin lies inside lung parenchyma (:func:`lung_mask_2d`: pixels < -600 HU
     enclosed by the body; the slice border counts as outside) and keeps 4 px from ``avoid_boxes`` and from
     the nodules inserted before it. Work is done in a window around each nodule.
@@ -133,6 +144,8 @@ def insert_synthetic_nodules(
     lung_distance : ndarray (y, x), optional
         Precomputed :func:`lung_distance_map` of this slice (or the matching crop of the whole slice's map);
         computed here when not given.
+    solid_fraction : float in [0, 1]
+        Probability that a nodule is solid (default 0.5; 1 = solid only).
 
     Returns
     -------
@@ -154,6 +167,8 @@ def insert_synthetic_nodules(
         raise LidnetError("insert_synthetic_nodules: the slice contains NaN or infinite values.")
     if n < 0:
         raise LidnetError(f"insert_synthetic_nodules: n must be >= 0, got {n}.")
+    if not 0.0 <= float(solid_fraction) <= 1.0:
+        raise LidnetError(f"insert_synthetic_nodules: solid_fraction must be in [0, 1], got {solid_fraction}.")
     dmin, dmax = (float(v) for v in diameter_mm)
     if not 0 < dmin <= dmax:
         raise LidnetError(f"insert_synthetic_nodules: diameter_mm must be (min, max) with 0 < min <= max, got {diameter_mm}.")
@@ -178,7 +193,9 @@ def insert_synthetic_nodules(
         d_mm = rng.uniform(dmin, dmax)
         ratio = rng.uniform(0.75, 1.0)
         theta = rng.uniform(0.0, np.pi)
-        mean_hu = rng.uniform(20.0, 60.0)
+        solid = rng.random() < float(solid_fraction)
+        mean_hu = rng.uniform(*(SOLID_HU if solid else SUBSOLID_HU))
+        texture_std = 8.0 if solid else 25.0
         r_px = 0.5 * d_mm / float(np.mean(ps))
         a, b_ax = r_px * 2.0 / (1.0 + ratio), r_px * 2.0 * ratio / (1.0 + ratio)  # semi-axes, mean = r_px
         reach = a + 3.0 * _EDGE_PX + 2.0  # the blob (incl. its soft edge) + margin stays in the lung
@@ -208,7 +225,7 @@ def insert_synthetic_nodules(
         signed = (rho - 1.0) * np.sqrt(a * b_ax)  # ~ distance to the contour, pixels (negative inside)
         alpha = 1.0 / (1.0 + np.exp(np.clip(signed / _EDGE_PX, -50, 50)))
         texture = ndimage.gaussian_filter(rng.standard_normal(alpha.shape), sigma=max(r_px / 4.0, 1.0))
-        texture *= 8.0 / max(float(texture.std()), 1e-6)
+        texture *= texture_std / max(float(texture.std()), 1e-6)
         win = out[r0:r1, c0:c1]
         out[r0:r1, c0:c1] = (win * (1.0 - alpha) + (mean_hu + texture) * alpha).astype(np.float32)
         inside = alpha >= 0.5

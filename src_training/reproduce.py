@@ -31,14 +31,14 @@ import numpy as np
 import torch
 
 from .checkpoint import atomic_write_text, save_checkpoint
-from .demo import DISPLAY_NAMES, environment, pct
 from .device import auto_device
 from .errors import ConfigError
 from .experiment import (FAST_BUDGET, METRICS, STUDY_BUDGET, Budget, Detectors, ExperimentData, _NDCTFeatures,
                          load_data, load_detectors, score_volume, summarize, train_baseline, train_lidnet,
-                         noise_line, verdict_text)
+                         environment, noise_line, pct, verdict_text)
 from .inference import denoise_volume
 from .models import denoisers as denoiser_registry
+from .models.denoisers import display_name
 from .report import format_comparisons, format_form_table, format_markdown_tables, save_ap_curve_figure
 from .sample import sample_dir
 from .serialize import jsonable
@@ -48,14 +48,6 @@ __all__ = ["run_reproduction", "display_name", "seed_summary", "run_pair", "DEFA
 
 #: Training seeds of a reproduction (at least three, so every trained number has an interval over seeds).
 DEFAULT_SEEDS = (0, 1, 2)
-
-
-def display_name(key: str) -> str:
-    """Table name of a denoiser key: the demo's names, else the class's ``display_name``, else the key."""
-    if key in DISPLAY_NAMES:
-        return DISPLAY_NAMES[key]
-    cls = denoiser_registry.DENOISERS.get(key)
-    return str(getattr(cls, "display_name", None) or key)
 
 
 def _out(msg: str) -> None:

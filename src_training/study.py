@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .checkpoint import atomic_write_text
-from .demo import environment
 from .device import auto_device
-from .experiment import (METRICS, STUDY_BUDGET, Budget, _NDCTFeatures, load_data, load_detectors, noise_line,
-                         summarize)
+from .experiment import (METRICS, STUDY_BUDGET, Budget, _NDCTFeatures, environment, load_data, load_detectors,
+                         noise_line, summarize)
 from .reproduce import DEFAULT_SEEDS, run_pair, seed_comparison, seed_summary
 from .sample import sample_dir
 from .serialize import jsonable

@@ -51,7 +51,8 @@ def test_synthetic_nodules_in_lung(lung1):
     z = 9
     hu = lung1.ndct.hu[z]
     real = lung1.boxes[z]
-    new, boxes = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, (6.0, 14.0), avoid_boxes=real)
+    new, boxes = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, (6.0, 14.0), avoid_boxes=real,
+                                          solid_fraction=1.0)
     assert new.dtype == np.float32 and new.shape == hu.shape
     assert boxes.dtype == np.float32 and boxes.shape == (5, 4)
     lung = lung_mask_2d(hu)
@@ -59,8 +60,12 @@ def test_synthetic_nodules_in_lung(lung1):
     covered = np.zeros_like(changed)
     for x0, y0, x1, y1 in boxes.astype(int):
         assert x1 > x0 and y1 > y0
-        # Fully inside the lung: the box (and a 1 px ring) lies in the lung mask of the original slice.
-        assert lung[y0 - 1 : y1 + 1, x0 - 1 : x1 + 1].all()
+        # Fully inside the lung: the nodule's pixels and a 1 px ring around them lie in the lung mask.
+        from scipy.ndimage import binary_dilation
+
+        own = np.zeros_like(lung)
+        own[y0:y1, x0:x1] = np.abs(new - hu)[y0:y1, x0:x1] > 50
+        assert lung[binary_dilation(own)].all()
         # Soft-tissue density inside, lung air in the original.
         core = new[(y0 + y1) // 2 - 1 : (y0 + y1) // 2 + 2, (x0 + x1) // 2 - 1 : (x0 + x1) // 2 + 2]
         assert -40 < core.mean() < 120 and hu[y0:y1, x0:x1].mean() < -500
@@ -71,7 +76,8 @@ def test_synthetic_nodules_in_lung(lung1):
     # The boxes enclose the nodules: every strongly changed pixel is within a box (2 px soft-edge tolerance).
     assert changed.any() and not (changed & ~covered).any()
     # Deterministic for a given generator; diameter within range (6-14 mm at 0.57 mm/pixel).
-    new2, boxes2 = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, (6.0, 14.0), avoid_boxes=real)
+    new2, boxes2 = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(0), 5, (6.0, 14.0), avoid_boxes=real,
+                                          solid_fraction=1.0)
     np.testing.assert_array_equal(boxes, boxes2)
     np.testing.assert_array_equal(new, new2)
     sizes_mm = (boxes[:, 2:] - boxes[:, :2]) * lung1.ndct.spacing[1]
@@ -103,3 +109,10 @@ def test_large_synthetic_nodules_stay_in_lung_and_precomputed_distance_is_equiva
                                             lung_distance=lung_distance_map(hu))
     np.testing.assert_array_equal(new, new2)
     np.testing.assert_array_equal(boxes, boxes2)
+    # solid and subsolid (ground-glass) nodules: cores at soft-tissue and at ground-glass attenuation
+    new3, boxes3 = insert_synthetic_nodules(hu, lung1.ndct.spacing[1:], np.random.default_rng(5), 6, (10.0, 20.0))
+    cores = [float(new3[(y0 + y1) // 2 - 1:(y0 + y1) // 2 + 2, (x0 + x1) // 2 - 1:(x0 + x1) // 2 + 2].mean())
+             for x0, y0, x1, y1 in boxes3.astype(int)]
+    assert any(c > -100 for c in cores) and any(-750 < c < -200 for c in cores), cores
+    with pytest.raises(LidnetError):
+        insert_synthetic_nodules(hu, 0.6, 0, 1, solid_fraction=1.5)

@@ -37,7 +37,6 @@ from qtpy.QtWidgets import (
 )
 
 from .compare import (
-    DIFF_ROLE,
     NONE,
     boxes_on_slice,
     image_layers,

@@ -35,8 +35,8 @@ from ..errors import ConfigError
 from ._common import _check_input, _pad_to_min
 from .baselines import DCSCN, MAPNN, SSMS, WGANVGG, ResHLF  # the other LIDnet baselines
 
-__all__ = ["REDCNN", "CPCE", "WGANVGG", "MAPNN", "SSMS", "ResHLF", "DCSCN", "DENOISERS", "build_denoiser",
-           "count_parameters"]
+__all__ = ["REDCNN", "CPCE", "WGANVGG", "MAPNN", "SSMS", "ResHLF", "DCSCN", "DENOISERS", "DISPLAY_NAMES",
+           "display_name", "build_denoiser", "count_parameters"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -239,6 +239,19 @@ DENOISERS: dict[str, type] = {
 }
 """Registry of denoiser classes by lower-case name (the ``model`` field of ``denoiser.pt``). The published
 training loss of each entry is :func:`src_training.baseline_losses.published_loss`."""
+
+#: How each registry key is written in tables, layer names and reports (the one display-name table).
+DISPLAY_NAMES: dict[str, str] = {"redcnn": "RED-CNN", "cpce": "CPCE", "wganvgg": "WGAN-VGG", "mapnn": "MAP-NN",
+                                 "ssms": "SSMS", "reshlf": "Res-HLF", "dcscn": "DCSCN", "dcswgan": "DCSWGAN"}
+
+
+def display_name(key: str) -> str:
+    """Display name of a denoiser key (:data:`DISPLAY_NAMES`, else the class's ``display_name``, else the key)."""
+    k = str(key).strip().lower()
+    if k in DISPLAY_NAMES:
+        return DISPLAY_NAMES[k]
+    cls = DENOISERS.get(k)
+    return str(getattr(cls, "display_name", None) or key)
 
 
 def build_denoiser(name: str, **kwargs) -> nn.Module:
