@@ -23,6 +23,7 @@ Errors a user can cause are printed as one line (``error: ...``) with exit statu
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -72,11 +73,20 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    from .device import auto_device
     from .experiment import FAST_BUDGET
-    from .study import run_study
+    from .study import run_study, run_study_parallel
 
-    run_study(args.out, seeds=args.seed, n0=args.n0, device=args.device, cache_dir=args.cache_dir,
-              budget=FAST_BUDGET if args.fast else None)
+    reductions = list(dict.fromkeys(args.reductions))
+    workers = args.workers
+    if workers is None:  # one process per reduction on a multi-core CPU (faster there), else one process
+        workers = len(reductions) if auto_device(args.device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    if workers > 1 and len(reductions) > 1:
+        run_study_parallel(args.out, reductions=reductions, seeds=args.seed, n0=args.n0, device=args.device,
+                           cache_dir=args.cache_dir, fast=args.fast)
+    else:
+        run_study(args.out, seeds=args.seed, n0=args.n0, device=args.device, cache_dir=args.cache_dir,
+                  budget=FAST_BUDGET if args.fast else None, reductions=reductions)
     return 0
 
 
@@ -255,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="faster_rcnn", choices=["faster_rcnn", "fcos"],
                    help="faster_rcnn (LIDnet's detector, seed 0) or fcos (the independent judge, seed 1)")
     p.add_argument("--out", default=None, help="weights file to write (fp16; recipe JSON beside it)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (recipe: 2000)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (recipe: 1200)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--backbone", default=None, help="resnet18 (recipe), resnet34, resnet50")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
@@ -273,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--fast", action="store_true", help="tiny budget (tests): the numbers mean nothing")
+    p.add_argument("--reductions", nargs="+", default=["paper", "normalised"], choices=["paper", "normalised"],
+                   help="Eq. 8 reductions to study (default both)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes, one per reduction (default: one per reduction on a multi-core CPU, else 1)")
     p.set_defaults(func=_cmd_study)
 
     p = sub.add_parser("reproduce", help="the paper's Tables 2-4 and Fig. 3: every denoiser, baseline vs LIDnet")

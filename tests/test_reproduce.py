@@ -73,3 +73,16 @@ def test_study_grid_and_fast_study(tmp_path, shared_ldct_cache):
     assert row["grad_shares"]["roi"] > 0 and res["rows"][1]["grad_shares"]["roi"] == 0
     md = (tmp_path / "study" / "study.md").read_text()
     assert "paper, lambda_1=5, roi" in md and "diff. to baseline" in md
+    # two parts over disjoint reductions merge into one study (what `lidnet study` does with one process each)
+    from src_training.errors import LidnetError
+    from src_training.study import combine_studies
+
+    other = {**res, "rows": [{**r, "label": r["label"].replace("paper", "normalised")} for r in res["rows"]],
+             "timing_s": 5.0}
+    both = combine_studies([res, other], tmp_path / "both", timing_s=7.0, log=lambda m: None)
+    assert [r["label"] for r in both["rows"]] == labels + [lab.replace("paper", "normalised") for lab in labels]
+    assert both["workers"] == 2 and both["part_timing_s"] == [res["timing_s"], 5.0]
+    text = (tmp_path / "both" / "study.md").read_text()
+    assert "normalised, lambda_1=5, roi" in text and "2 processes" in text
+    with pytest.raises(LidnetError, match="seeds"):
+        combine_studies([res, {**other, "seeds": [0]}], tmp_path / "bad", timing_s=1.0)

@@ -1,4 +1,4 @@
-"""Tests of src_training.simulation (low-dose CT simulation, Zeng et al. 2015).
+"""Tests of src_training.simulation (low-dose CT simulation: Poisson counts in the sinogram, stated geometry).
 
 Small phantoms (64x64, 3 mm pixels: a 180 x 190 mm water-like ellipse with a lung-like and a bone-like
 insert) keep every call at ~10-50 ms.
