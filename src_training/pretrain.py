@@ -84,7 +84,7 @@ class PretrainRecipe:
     arch: str = "faster_rcnn"
     backbone: str = "resnet18"
     seed: int = 0
-    steps: int = 2000
+    steps: int = 1200
     batch_size: int = 8
     crop_size: int = 128
     lr: float = 2e-4
