@@ -153,8 +153,8 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
     save_comparison_figure(
         out / "comparison.png", panels, window="lung", boxes=evalc.boxes.get(z_fig), proposals=proposals,
         title=(f"{evalc.name} slice {z_fig}: simulated LDCT N0={n0:g} (soft-tissue noise "
-               f"{evalc.native_noise_sigma_by_slice[z_fig]:.0f} HU native); boxes = lesions (real + synthetic), dashed = top-"
-               f"{config.k_proposals} RPN proposals of the NDCT detector"))
+               f"{evalc.native_noise_sigma_by_slice[z_fig]:.0f} HU native)\nboxes = lesions (real + synthetic), dashed = top-"
+               f"{config.k_proposals} RPN proposals of the pretrained NDCT Faster R-CNN"))
 
     shares = {f"LIDnet ({dname}), round {r}": v for r, v in sorted(lid.grad_shares_by_round.items())}
     shares[f"LIDnet ({dname}), all T2 steps"] = lid.grad_shares
