@@ -23,7 +23,6 @@ Errors a user can cause are printed as one line (``error: ...``) with exit statu
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -73,14 +72,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .device import auto_device
     from .experiment import FAST_BUDGET
-    from .study import run_study, run_study_parallel
+    from .study import run_study, run_study_parallel, study_workers
 
     reductions = list(dict.fromkeys(args.reductions))
-    workers = args.workers
-    if workers is None:  # one process per reduction on a multi-core CPU (faster there), else one process
-        workers = len(reductions) if auto_device(args.device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+    workers = args.workers if args.workers is not None else study_workers(args.device, len(reductions))
     if workers > 1 and len(reductions) > 1:
         run_study_parallel(args.out, reductions=reductions, seeds=args.seed, n0=args.n0, device=args.device,
                            cache_dir=args.cache_dir, fast=args.fast)

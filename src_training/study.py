@@ -34,7 +34,7 @@ from .reproduce import DEFAULT_SEEDS, run_pair, seed_comparison, seed_summary
 from .sample import sample_dir
 from .serialize import jsonable
 
-__all__ = ["study_grid", "run_study", "run_study_parallel", "combine_studies", "format_study"]
+__all__ = ["study_grid", "run_study", "run_study_parallel", "study_workers", "combine_studies", "format_study"]
 
 #: Metrics shown in the study table.
 STUDY_METRICS = ("ap50", "psnr", "glcm_correlation_diff", "glcm_homogeneity_diff", "glcm_energy_diff")
@@ -188,12 +188,17 @@ def run_study(out_dir: str | Path = "lidnet-study", *, seeds: Sequence[int] = DE
     result = {"rows": rows, "seeds": seeds, "denoiser": denoiser, "n0": float(n0), "noise": data.noise(),
               "budget": budget.__dict__, "timing_s": round(time.perf_counter() - t_start, 1),
               "environment": environment(dev)}
+    _write_study(out, result, log)
+    partial.unlink(missing_ok=True)
+    return result
+
+
+def _write_study(out: Path, result: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Write ``study.md`` (header, noise line, :func:`format_study`) and ``study.json`` atomically; log the text."""
     text = _study_text(result)
     atomic_write_text(out / "study.md", text)
     atomic_write_text(out / "study.json", json.dumps(jsonable(result), indent=2) + "\n")
-    partial.unlink(missing_ok=True)
     log(text)
-    return result
 
 
 def _study_text(result: dict[str, Any]) -> str:
@@ -212,6 +217,21 @@ def combine_studies(parts: Sequence[dict[str, Any]], out_dir: str | Path, *, tim
     """Merge the results of :func:`run_study` runs over disjoint reductions (same seeds, budget, data) into one
     ``study.md`` / ``study.json`` in ``out_dir``; rows keep the order of ``parts``.
 
+    Parameters
+    ----------
+    parts : sequence of dict
+        :func:`run_study` results (their ``study.json``).
+    out_dir : path-like
+        Existing folder for the merged files.
+    timing_s : float
+        Wall time of the whole study, seconds (the parts' own times are kept as ``part_timing_s``).
+    log : callable(str)
+
+    Returns
+    -------
+    dict
+        The merged result: the first part's fields, all rows, ``timing_s``, ``workers``, ``part_timing_s``.
+
     Raises
     ------
     LidnetError
@@ -226,22 +246,42 @@ def combine_studies(parts: Sequence[dict[str, Any]], out_dir: str | Path, *, tim
                 raise LidnetError(f"combine_studies: the parts differ in {key} ({first[key]} vs {part[key]})")
     result = {**first, "rows": [row for part in parts for row in part["rows"]], "timing_s": round(timing_s, 1),
               "workers": len(parts), "part_timing_s": [part["timing_s"] for part in parts]}
-    out = Path(out_dir)
-    text = _study_text(result)
-    atomic_write_text(out / "study.md", text)
-    atomic_write_text(out / "study.json", json.dumps(jsonable(result), indent=2) + "\n")
-    log(text)
+    _write_study(Path(out_dir), result, log)
     return result
 
 
-def run_study_parallel(out_dir: str | Path = "lidnet-study", *, reductions: Sequence[str] = ("paper", "normalised"), seeds: Sequence[int] = DEFAULT_SEEDS,
-                       n0: float = 1000.0, device: str = "cpu", cache_dir: Optional[str | Path] = None,
-                       fast: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """:func:`run_study` with one process per Eq. 8 reduction, ``os.cpu_count() // len(reductions)`` threads each, then
-    :func:`combine_studies`. On a 2-core CPU two single-threaded processes do the same work in less wall time
-    than one process with two threads (small convolutions scale poorly across threads). Each part writes
-    ``out_dir/part_<reduction>/`` (its ``study.json`` and ``log.txt``); the numbers of a part do not depend on
-    the other part.
+def study_workers(device: str, n_reductions: int) -> int:
+    """Processes for ``lidnet study`` when ``--workers`` is not given: one per reduction on a CPU with 2 or more
+    cores (measured faster there, :func:`run_study_parallel`), else 1."""
+    on_cpu = auto_device(device).type == "cpu"
+    return int(n_reductions) if on_cpu and (os.cpu_count() or 1) >= 2 and n_reductions > 1 else 1
+
+
+def run_study_parallel(out_dir: str | Path = "lidnet-study", *, reductions: Sequence[str] = ("paper", "normalised"),
+                       seeds: Sequence[int] = DEFAULT_SEEDS, n0: float = 1000.0, device: str = "cpu",
+                       cache_dir: Optional[str | Path] = None, fast: bool = False,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """:func:`run_study` with one process per Eq. 8 reduction (``python -m src_training study --reductions R``),
+    ``os.cpu_count() // len(reductions)`` threads each, then :func:`combine_studies`. On a 2-core CPU two
+    single-threaded processes do the same work in less wall time than one process with two threads (measured:
+    the 2026-12-02 study, docs/reproduction.md). Each part writes ``out_dir/part_<reduction>/`` (its
+    ``study.json`` and ``log.txt``); the numbers of a part do not depend on the other part.
+
+    Parameters
+    ----------
+    out_dir : path-like
+    reductions : sequence of str
+        One process each.
+    seeds, n0, device, cache_dir
+        As :func:`run_study` (the default grid, budget and denoiser).
+    fast : bool
+        The parts use :data:`~src_training.experiment.FAST_BUDGET` (``--fast``).
+    log : callable(str)
+
+    Returns
+    -------
+    dict
+        As :func:`combine_studies`.
 
     Raises
     ------
@@ -264,17 +304,16 @@ def run_study_parallel(out_dir: str | Path = "lidnet-study", *, reductions: Sequ
             cmd += ["--cache-dir", str(cache_dir)]
         if fast:
             cmd.append("--fast")
-        fh = open(part / "log.txt", "w")
         log(f"study part '{red}': {threads} thread(s), log {part / 'log.txt'}")
-        procs.append((red, part, fh, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)))
+        with open(part / "log.txt", "w") as fh:  # the child keeps its own copy of the descriptor
+            procs.append((red, part, subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)))
     failed = []
-    for red, part, fh, proc in procs:
+    for red, part, proc in procs:
         rc = proc.wait()
-        fh.close()
         if rc != 0:
             tail = (part / "log.txt").read_text(errors="replace")[-1500:]
             failed.append(f"study part '{red}' failed (exit {rc}); see {part / 'log.txt'}:\n{tail}")
     if failed:
         raise LidnetError("\n\n".join(failed))
-    parts = [json.loads((part / "study.json").read_text()) for _, part, _, _ in procs]
+    parts = [json.loads((part / "study.json").read_text()) for _, part, _ in procs]
     return combine_studies(parts, out, timing_s=time.perf_counter() - t0, log=log)

@@ -86,3 +86,21 @@ def test_study_grid_and_fast_study(tmp_path, shared_ldct_cache):
     assert "normalised, lambda_1=5, roi" in text and "2 processes" in text
     with pytest.raises(LidnetError, match="seeds"):
         combine_studies([res, {**other, "seeds": [0]}], tmp_path / "bad", timing_s=1.0)
+
+
+def test_parallel_study_reports_a_failed_part_with_its_log(tmp_path):
+    """A worker that fails (here: an invalid N0, refused before any training) makes run_study_parallel raise a
+    LidnetError that names the part and its log file and quotes the worker's error; a CPU picks one process
+    per reduction, one reduction or a single process otherwise."""
+    from src_training.errors import LidnetError
+    from src_training.study import run_study_parallel, study_workers
+
+    with pytest.raises(LidnetError) as err:
+        run_study_parallel(tmp_path / "s", reductions=["paper"], seeds=[0], n0=-1.0, device="cpu", fast=True,
+                           log=lambda m: None)
+    msg = str(err.value)
+    assert "study part 'paper' failed" in msg and str(tmp_path / "s" / "part_paper" / "log.txt") in msg
+    assert "n0" in msg and not (tmp_path / "s" / "study.json").exists()
+    assert study_workers("cpu", 1) == 1
+    import os
+    assert study_workers("cpu", 2) == (2 if (os.cpu_count() or 1) >= 2 else 1)
