@@ -63,15 +63,15 @@ def test_volume_file_shares_sitk_buffer(tmp_path, series, suffix):
 def test_reader_returns_lazy_array_above_threshold(series, monkeypatch):
     pytest.importorskip("napari")
     import napari_lidnet._reader as rd
-    import src_training.io as io
+    import src_training.io.dicom_series as series_loader  # where the loader calls _decode_slice
 
     folder, hu = series
     [(eager, _, _)] = rd.read_ct(str(folder))
     assert isinstance(eager, np.ndarray)  # 16 MiB < 512 MiB threshold
     monkeypatch.setattr(rd, "LAZY_THRESHOLD_BYTES", 8 * 2**20)
     calls = []
-    real = io._decode_slice
-    monkeypatch.setattr(io, "_decode_slice", lambda f, *a, **k: (calls.append(f), real(f, *a, **k))[1])
+    real = series_loader._decode_slice
+    monkeypatch.setattr(series_loader, "_decode_slice", lambda f, *a, **k: (calls.append(f), real(f, *a, **k))[1])
     [(lazy, kw, kind)] = rd.read_ct(str(folder))
     assert type(lazy).__module__.startswith("dask") and lazy.shape == SHAPE and lazy.dtype == np.float32
     n_open = len(calls)

@@ -208,7 +208,7 @@ def test_cache_hit_and_corruption(tmp_path, monkeypatch):
         calls.append(1)
         return real(*a, **k)
 
-    monkeypatch.setattr(sim, "simulate_ldct", counting)
+    monkeypatch.setattr(sim.cache, "simulate_ldct", counting)  # the name cached_simulate_ldct calls
     hit = cached_simulate_ldct(vol, 6.0, 1000, **kw)
     np.testing.assert_array_equal(hit, first)
     assert calls == []
