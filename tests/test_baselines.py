@@ -1,5 +1,6 @@
-"""Tests of the LIDnet baseline denoisers (src_training.models.baselines) and their published losses
-(src_training.baseline_losses). Tiny inputs, CPU."""
+"""Tests of the LIDnet baseline denoisers (src_training.models: one module per network, the registry
+src_training.models.registry) and their published losses (src_training.losses.published, also importable as
+src_training.baseline_losses). Tiny inputs, CPU."""
 
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ from src_training.baseline_losses import (
     ssim_loss,
 )
 from src_training.errors import CheckpointError, ConfigError
+from src_training.losses import perceptual as perceptual_module
+from src_training.losses import published as published_module
+from src_training.losses.published import PUBLISHED_LOSSES
 from src_training.models import CPCE, DCSCN, DENOISERS, MAPNN, build_denoiser, count_parameters
-from src_training.models.baselines import dcscn_filters
+from src_training.models.dcscn import dcscn_filters
+from src_training.models.denoisers import DISPLAY_NAMES, display_name
+from src_training.models.registry import DENOISER_SPECS, DenoiserKey, denoiser_spec
 
 ODD_SIZES = [(33, 37), (40, 29)]
 ADVERSARIAL = {"wganvgg", "cpce", "mapnn", "dcswgan"}  # published training uses a WGAN(-GP) critic
@@ -67,6 +73,33 @@ def test_parameter_counts():
     assert counts["mapnn"] == 62_016  # Shan et al. 2019: CPCE modules with shared weights
     assert counts["dcscn"] == counts["dcswgan"] == 1_422_782  # Yamanaka et al. 2017 at scale 1 (no upsampler)
     assert counts["reshlf"] == 592_065  # our reconstruction (source paper not retrieved)
+
+
+def test_registry_table_is_the_one_source():
+    # one row per method; DENOISERS / DISPLAY_NAMES / the published losses are derived from it, in its order
+    assert list(DENOISER_SPECS) == list(DENOISERS) == list(DISPLAY_NAMES) == [k.value for k in DenoiserKey]
+    for key, spec in DENOISER_SPECS.items():
+        assert spec.key == key and DENOISERS[key] is spec.network and DISPLAY_NAMES[key] == spec.display_name
+        assert spec.published_loss in PUBLISHED_LOSSES and spec.source
+        assert display_name(key) == display_name(key.upper()) == spec.display_name
+    assert [display_name(k) for k in ("redcnn", "RED-CNN", "red_cnn", "cpce2d", DenoiserKey.MAPNN)] == [
+        "RED-CNN", "RED-CNN", "RED-CNN", "CPCE", "MAP-NN"]
+    assert display_name("unet") == "unet"  # unknown keys are shown as given
+    assert isinstance(build_denoiser(DenoiserKey.CPCE, filters=4), CPCE)
+    assert denoiser_spec(" DCSWGAN ").network is DCSCN
+    with pytest.raises(ConfigError, match="Unknown denoiser"):
+        denoiser_spec("unet")
+
+
+def test_old_import_paths_are_the_same_objects():
+    import src_training.baseline_losses as old
+    import src_training.models.denoisers as den
+
+    for name in old.__all__:
+        home = published_module if name in published_module.__all__ else perceptual_module
+        assert getattr(old, name) is getattr(home, name), name
+    for name in den.__all__:
+        assert hasattr(den, name), name
 
 
 def test_mapnn_shares_one_cpce_module_and_follows_the_authors_cascade():
@@ -152,7 +185,7 @@ def test_vgg_substitute_is_deterministic_frozen_and_logged(caplog):
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
     assert not any(p.requires_grad for p in a.parameters())
-    with caplog.at_level(logging.WARNING, logger="src_training.baseline_losses"):
+    with caplog.at_level(logging.WARNING, logger="src_training.losses.published"):
         loss = published_loss("cpce", device="cpu")
     assert "substitute" in caplog.text
     noisy, clean = _batch()

@@ -185,3 +185,17 @@ def test_roi_loss_gradient_reaches_the_denoiser_through_the_detector():
     grads = [p.grad for p in den.parameters() if p.grad is not None]
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     assert all(p.grad is None for p in det.parameters())
+
+
+def test_losses_package_keeps_the_old_module_names():
+    import src_training.losses as losses
+    from src_training.losses import gan, lidnet, todnet
+
+    old_names = {"REDUCTIONS", "ROI_FEATURE_LEVELS", "recon_loss", "roi_perceptual_loss", "detection_loss",
+                 "lidnet_generator_loss", "gradient_penalty", "wgan_critic_loss", "wgan_generator_loss",
+                 "global_perceptual_loss", "dice_loss", "todnet_loss"}
+    assert old_names == set(losses.__all__)
+    for name in old_names:
+        home = next(m for m in (lidnet, gan, todnet) if name in m.__all__)
+        assert getattr(losses, name) is getattr(home, name)
+

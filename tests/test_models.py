@@ -16,6 +16,7 @@ from src_training.models import (
     REDCNN,
     LesionDetector,
     RPNOutput,
+    TopKRegionProposalNetwork,
     build_denoiser,
     build_detector,
     count_parameters,
@@ -193,6 +194,40 @@ def test_losses_and_rpn_topk_matches_rpn_topk(det):
     for pa, pb, oa, ob in zip(a.proposals, b.proposals, a.objectness, b.objectness):
         torch.testing.assert_close(pa, pb)
         torch.testing.assert_close(oa, ob)
+    det.train()
+
+
+def test_topk_rpn_is_torchvisions_rpn_plus_its_scores(det, monkeypatch):
+    """The RPN subclass keeps torchvision's forward, parameters and state-dict keys; its scores are the ones
+    torchvision's own ``filter_proposals`` computes for the same boxes."""
+    from torchvision.models.detection.rpn import RegionProposalNetwork
+
+    rpn = det.model.rpn
+    assert isinstance(rpn, TopKRegionProposalNetwork) and type(rpn).forward is RegionProposalNetwork.forward
+    assert {k for k in det.state_dict() if ".rpn." in k} == {f"model.rpn.head.{k}" for k in rpn.head.state_dict()}
+    seen = []
+    base_filter = RegionProposalNetwork.filter_proposals
+
+    def spy(self, *args):
+        out = base_filter(self, *args)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(RegionProposalNetwork, "filter_proposals", spy)
+    det.eval()
+    x = torch.rand(2, 1, 64, 64)
+    out = det.rpn_topk(x, k=7)
+    (boxes, scores), = seen
+    with torch.no_grad():
+        image_list, _ = det.model.transform(list(x.expand(-1, 3, -1, -1).unbind(0)))
+        plain, losses = RegionProposalNetwork.forward(rpn, image_list, det.model.backbone(image_list.tensors))
+    assert losses == {}
+    for i in range(2):
+        assert out.proposals[i].dtype == out.objectness[i].dtype == torch.float32
+        assert torch.equal(out.proposals[i], boxes[i][:7]) and torch.equal(out.objectness[i], scores[i][:7])
+        assert torch.equal(out.proposals[i], plain[i][:7])
+        assert bool((out.objectness[i][:-1] >= out.objectness[i][1:]).all())  # sorted by objectness
+    assert rpn._scores is None and not rpn._keep_scores  # nothing kept after the call
     det.train()
 
 

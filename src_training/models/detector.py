@@ -16,62 +16,45 @@ CVPR 2017; implementation: ``torchvision.models.detection.FasterRCNN`` with
 ``backbone_utils.resnet_fpn_backbone``. The paper uses ResNet-50-FPN (our default); ResNet-34/18 are
 lighter options for CPU runs.
 
-Input convention
-----------------
-Images are ``(B, 1, H, W)`` float32 in ``[0, 1]`` (HU clipped to the model range and scaled). Inside,
-the single channel is replicated to 3 channels and normalised with the fixed ImageNet statistics
-``mean = (0.485, 0.456, 0.406)``, ``std = (0.229, 0.224, 0.225)`` (:data:`IMAGE_MEAN`,
-:data:`IMAGE_STD`): with the default HU range (-1024, 1024) water (0 HU) maps to 0.5, so the normalised
-input is roughly zero-mean and unit-variance, and ImageNet or torchvision detector weight files see the
-statistics they were trained with. There is NO resizing: boxes (targets, proposals, detections) are
-``xyxy`` in input pixels (x = column, y = row), any H, W works; the batch is zero-padded at the
-bottom/right to a multiple of 32 (torchvision's ``size_divisible``), which does not move coordinates.
-
-Anchors
--------
-Default anchor sizes ``(8, 16, 32, 64, 128)`` pixels, one per FPN level (strides 4, 8, 16, 32, 64),
-aspect ratios ``(0.5, 1.0, 2.0)``: suited to lesions of about 6-60 px (torchvision's defaults,
-32-512 px, are made for COCO objects at 800 px). Configurable with ``anchor_sizes`` /
-``aspect_ratios``; keeping 3 anchors per location keeps the RPN head compatible with torchvision's
-COCO weights.
-
-Normalisation layers (``norm``)
--------------------------------
-- ``"batch"`` (default when training from scratch): ``nn.BatchNorm2d``. torchvision's default
-  ``FrozenBatchNorm2d`` holds identity statistics when no pretrained file is given, i.e. an un-normalised
-  deep ResNet that trains badly from scratch. BatchNorm is the standard, fastest option on CPU and GPU,
-  keeps the state dict layout of ImageNet ResNets, and its running statistics are what
-  :func:`set_frozen` protects. With batches of 1-2 slices its batch statistics are noisier than on
-  natural-image batches; ``"group"`` is the batch-size-independent alternative
-  (Wu & He, "Group normalization", ECCV 2018; He et al., "Rethinking ImageNet pre-training", ICCV 2019).
-- ``"group"``: ``nn.GroupNorm(32, C)``: same behaviour in train and eval, no running statistics.
-- ``"frozen"``: torchvision's ``FrozenBatchNorm2d`` (fixed affine statistics): only sensible with
-  pretrained weights; chosen automatically when ``weights_path`` is an ImageNet ResNet file or a
-  torchvision detector state dict (whose BN layers are frozen).
+Input convention, anchors and normalisation layers: :mod:`src_training.models.detector_parts`. Boxes
+(targets, proposals, detections) are ``xyxy`` float32 in input pixels (x = column, y = row), no resizing;
+proposals and detections are sorted by score (descending). The RPN that also returns the proposals'
+objectness is :class:`~src_training.models.rpn.TopKRegionProposalNetwork`; freezing:
+:mod:`src_training.models.freezing`; weights files: :mod:`src_training.models.detector_weights`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import warnings
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-from torchvision.models.detection.rpn import concat_box_prediction_layers
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
 
 from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, ConfigError
+from .detector_parts import (
+    BACKBONES,
+    DEFAULT_ANCHOR_SIZES,
+    DEFAULT_ASPECT_RATIOS,
+    IMAGE_MEAN,
+    IMAGE_STD,
+    NORMS,
+    NoResizeTransform,
+    anchor_settings,
+    backbone_key,
+    check_targets,
+    images_to_list,
+    norm_layer_class,
+)
+from .detector_weights import guess_backbone, infer_norm, load_weights_into, strip_prefix
+from .freezing import eval_behaviour, set_frozen, set_norms_eval, training_flag
+from .rpn import RPNOutput, TopKRegionProposalNetwork, top_k_proposals
 
 __all__ = [
     "BACKBONES",
@@ -82,132 +65,11 @@ __all__ = [
     "IMAGE_STD",
     "RPNOutput",
     "LesionDetector",
+    "TopKRegionProposalNetwork",
     "build_detector",
+    "eval_behaviour",
     "set_frozen",
 ]
-
-BACKBONES: tuple[str, ...] = ("resnet50", "resnet34", "resnet18")
-"""Supported ResNet-FPN backbones (``resnet50`` is the paper's)."""
-
-NORMS: tuple[str, ...] = ("batch", "group", "frozen")
-"""Supported normalisation layers of the ResNet body (see the module docstring)."""
-
-DEFAULT_ANCHOR_SIZES: tuple[tuple[int, ...], ...] = ((8,), (16,), (32,), (64,), (128,))
-"""Anchor side lengths in input pixels, one tuple per FPN level ('0', '1', '2', '3', 'pool')."""
-
-DEFAULT_ASPECT_RATIOS: tuple[float, ...] = (0.5, 1.0, 2.0)
-"""Anchor aspect ratios (height / width), the same on every level."""
-
-IMAGE_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-"""Per-channel mean subtracted from the replicated [0, 1] slice (ImageNet statistics)."""
-
-IMAGE_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-"""Per-channel standard deviation dividing the replicated [0, 1] slice (ImageNet statistics)."""
-
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, FrozenBatchNorm2d)
-
-
-@dataclass
-class RPNOutput:
-    """FPN features and top-K RPN proposals of a batch.
-
-    Attributes
-    ----------
-    features : OrderedDict[str, Tensor]
-        FPN maps ``'0', '1', '2', '3', 'pool'`` (strides 4, 8, 16, 32, 64), each ``(B, 256, h, w)``
-        float32, computed from the normalised, zero-padded batch (padded to a multiple of 32 at the
-        bottom/right). The autograd graph back to the input images is kept.
-    proposals : list[Tensor]
-        Per image ``(K, 4)`` float32 ``xyxy`` boxes in input pixels, clipped to the image, detached,
-        sorted by objectness (descending). ``K = min(k, number of proposals left after NMS)``.
-    objectness : list[Tensor]
-        Per image ``(K,)`` float32 objectness probabilities in [0, 1] (sigmoid of the RPN logits),
-        detached, descending.
-    image_sizes : list[tuple[int, int]]
-        ``(H, W)`` of each input image (before padding), in pixels.
-    """
-
-    features: "OrderedDict[str, Tensor]"
-    proposals: list[Tensor]
-    objectness: list[Tensor]
-    image_sizes: list[tuple[int, int]]
-
-
-class _NoResizeTransform(GeneralizedRCNNTransform):
-    """torchvision's detection transform without resizing (normalise + pad to ``size_divisible`` only)."""
-
-    def resize(self, image: Tensor, target: Optional[dict[str, Tensor]] = None):  # noqa: D102
-        return image, target
-
-
-@contextlib.contextmanager
-def _training_flag(module: nn.Module, mode: bool) -> Iterator[None]:
-    """Temporarily set ``module.training`` (and its children's) without calling ``train()``."""
-    saved = [(m, m.training) for m in module.modules()]
-    for m, _ in saved:
-        m.training = mode
-    try:
-        yield
-    finally:
-        for m, flag in saved:
-            m.training = flag
-
-
-def eval_behaviour(module: nn.Module):
-    """Context manager: every submodule of ``module`` in eval behaviour for the ``with`` block, the training
-    flags restored after (unlike ``module.eval()``, which would leave them off)."""
-    return _training_flag(module, False)
-
-
-def _set_norms_eval(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, _NORM_TYPES):
-            m.training = False
-
-
-def set_frozen(module: nn.Module, frozen: bool) -> None:
-    """Freeze or unfreeze a module (the detector or the denoiser) for collaborative training.
-
-    Frozen: every parameter gets ``requires_grad=False`` and every normalisation layer is put in eval
-    mode, so running statistics (BatchNorm ``running_mean``/``running_var``/``num_batches_tracked``) no
-    longer change. Gradients still flow *through* the module to its inputs (LIDnet's T2 phase trains the
-    denoiser through a frozen detector whose losses are computed in training mode). A
-    :class:`LesionDetector` remembers the flag: a later ``train()`` keeps the norm layers of a frozen
-    detector (or of any frozen submodule of it) in eval mode. For other module types, call
-    ``set_frozen`` again after ``train()`` if they have norm layers (the denoisers here have none).
-
-    Unfreezing restores ``requires_grad`` to what it was when the detector was built (layers that
-    torchvision keeps frozen with ``trainable_layers < 5`` stay frozen; for other modules all
-    parameters become trainable) and lets the norm layers follow ``module.training`` again.
-
-    Parameters
-    ----------
-    module : nn.Module
-    frozen : bool
-    """
-    module._frozen = bool(frozen)
-    base = getattr(module, "_base_trainable", None)
-    for name, p in module.named_parameters():
-        p.requires_grad_(False if frozen else (base is None or name in base))
-    if frozen:
-        _set_norms_eval(module)
-    else:
-        for m in module.modules():
-            if m is not module and getattr(m, "_frozen", False):
-                m._frozen = False
-        for m in module.modules():
-            if isinstance(m, _NORM_TYPES):
-                m.training = module.training
-
-
-def _norm_layer(norm: str):
-    if norm == "batch":
-        return nn.BatchNorm2d
-    if norm == "group":
-        return functools.partial(nn.GroupNorm, 32)
-    if norm == "frozen":
-        return FrozenBatchNorm2d
-    raise ConfigError(f"Unknown detector norm {norm!r}; choose one of: {', '.join(NORMS)}.")
 
 
 class LesionDetector(nn.Module):
@@ -270,20 +132,12 @@ class LesionDetector(nn.Module):
         **faster_rcnn_kwargs: Any,
     ):
         super().__init__()
-        backbone = str(backbone).strip().lower()
-        if backbone not in BACKBONES:
-            raise ConfigError(f"Unknown detector backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}.")
+        backbone = backbone_key(backbone)
         norm = str(norm).strip().lower()
-        norm_layer = _norm_layer(norm)
+        norm_layer = norm_layer_class(norm)
         if int(num_classes) < 2:
             raise ConfigError(f"num_classes must be >= 2 (background + lesion), got {num_classes}.")
-        sizes = tuple(tuple(int(s) for s in level) for level in (anchor_sizes or DEFAULT_ANCHOR_SIZES))
-        ratios = tuple(float(r) for r in (aspect_ratios or DEFAULT_ASPECT_RATIOS))
-        if len(sizes) != 5 or len({len(s) for s in sizes}) != 1 or not ratios or min(min(sizes)) <= 0:
-            raise ConfigError(
-                f"anchor_sizes needs 5 levels ('0','1','2','3','pool') with the same number of positive sizes "
-                f"each, got {sizes}; aspect_ratios must be non-empty, got {ratios}."
-            )
+        sizes, ratios = anchor_settings(anchor_sizes, aspect_ratios)
         if trainable_layers is None:
             trainable_layers = 3 if norm == "frozen" else 5
         if not 0 <= int(trainable_layers) <= 5:
@@ -320,7 +174,10 @@ class LesionDetector(nn.Module):
             image_std=list(self.image_std),
             **faster_rcnn_kwargs,
         )
-        self.model.transform = _NoResizeTransform(
+        # torchvision's FasterRCNN takes rpn_* settings, not an rpn= module: swap in the top-K subclass that
+        # also returns the objectness scores (same head and anchor generator objects, same state-dict keys)
+        self.model.rpn = TopKRegionProposalNetwork.from_rpn(self.model.rpn)
+        self.model.transform = NoResizeTransform(
             min_size=1, max_size=1, image_mean=list(self.image_mean), image_std=list(self.image_std), size_divisible=32
         )
         self._base_trainable = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -346,77 +203,34 @@ class LesionDetector(nn.Module):
         super().train(mode)
         for m in self.modules():
             if getattr(m, "_frozen", False):
-                _set_norms_eval(m)
+                set_norms_eval(m)
         return self
 
     def _eval_behaviour(self):
         return eval_behaviour(self)
 
     # ------------------------------------------------------------------ input handling
-    def _to_list(self, images: Tensor) -> list[Tensor]:
-        if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 1:
-            shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"LesionDetector expects (B, 1, H, W) [0, 1] CT slices, got {shape}")
-        if not images.is_floating_point():
-            raise ValueError(f"LesionDetector expects floating-point images in [0, 1], got {images.dtype}")
-        return list(images.expand(-1, 3, -1, -1).unbind(0))
-
-    @staticmethod
-    def _check_targets(targets: Any, n_images: int, device: torch.device) -> list[dict[str, Tensor]]:
-        if targets is None or len(targets) != n_images:
-            got = "None" if targets is None else f"{len(targets)} targets"
-            raise ValueError(f"Expected one target dict per image ({n_images}), got {got}")
-        out = []
-        for i, t in enumerate(targets):
-            boxes = torch.as_tensor(t["boxes"], dtype=torch.float32, device=device)
-            if boxes.numel() == 0:
-                boxes = boxes.reshape(0, 4)
-            if boxes.dim() != 2 or boxes.shape[1] != 4:
-                raise ValueError(f"Target {i}: boxes must be (n, 4) xyxy pixels, got shape {tuple(boxes.shape)}")
-            bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
-            if bool(bad.any()):
-                raise ValueError(
-                    f"Target {i}: box {boxes[bad][0].tolist()} has zero or negative width/height "
-                    "(need x1 > x0, y1 > y0)"
-                )
-            labels = t.get("labels")
-            if labels is None:
-                labels = torch.ones(boxes.shape[0], dtype=torch.int64, device=device)
-            labels = torch.as_tensor(labels, dtype=torch.int64, device=device).reshape(-1)
-            if labels.shape[0] != boxes.shape[0]:
-                raise ValueError(f"Target {i}: {boxes.shape[0]} boxes but {labels.shape[0]} labels")
-            out.append({"boxes": boxes, "labels": labels})
-        return out
+    _to_list = staticmethod(images_to_list)
+    _check_targets = staticmethod(check_targets)
 
     def _transform_backbone(self, images: Tensor, targets=None):
         image_list, targets = self.model.transform(self._to_list(images), targets)
         features = self.model.backbone(image_list.tensors)
         return image_list, targets, features
 
-    def _rpn(self, image_list, features, targets, *, training_filter: bool, compute_loss: bool):
-        """RPN head on ``features``; returns (proposals after NMS, their probabilities, rpn losses)."""
-        rpn = self.model.rpn
-        feats = list(features.values())
-        objectness, deltas = rpn.head(feats)
-        anchors = rpn.anchor_generator(image_list, feats)
-        num_images = len(anchors)
-        num_anchors_per_level = [o[0].numel() for o in objectness]
-        objectness, deltas = concat_box_prediction_layers(objectness, deltas)
-        proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(num_images, -1, 4)
-        with _training_flag(rpn, training_filter):
-            boxes, scores = rpn.filter_proposals(proposals, objectness, image_list.image_sizes, num_anchors_per_level)
-        losses: dict[str, Tensor] = {}
-        if compute_loss:
-            labels, matched_gt_boxes = rpn.assign_targets_to_anchors(anchors, targets)
-            regression_targets = rpn.box_coder.encode(matched_gt_boxes, anchors)
-            loss_objectness, loss_rpn_box_reg = rpn.compute_loss(objectness, deltas, labels, regression_targets)
-            losses = {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
-        return boxes, scores, losses
+    def _rpn(self, image_list: ImageList, features, targets=None, *, training: bool):
+        """RPN on ``features`` (training behaviour: training top-n + losses; eval: eval top-n, no losses).
+
+        Returns (proposals after NMS, their objectness probabilities, RPN losses) per
+        :meth:`TopKRegionProposalNetwork.forward_with_scores` (boxes xyxy float32 input pixels, sorted by
+        objectness, detached).
+        """
+        return self.model.rpn.forward_with_scores(image_list, features, targets, training=training)
 
     @staticmethod
-    def _topk(boxes: list[Tensor], scores: list[Tensor], k: int) -> tuple[list[Tensor], list[Tensor]]:
-        # filter_proposals returns boxes sorted by decreasing score (batched_nms order)
-        return [b[:k].detach().float() for b in boxes], [s[:k].detach().float() for s in scores]
+    def _rpn_output(image_list: ImageList, features, boxes: list[Tensor], scores: list[Tensor], k: int) -> RPNOutput:
+        props, objs = top_k_proposals(boxes, scores, int(k))
+        return RPNOutput(features, props, objs, [tuple(map(int, s)) for s in image_list.image_sizes])
 
     # ------------------------------------------------------------------ public API
     def forward(self, images: Tensor, targets: Optional[list[dict[str, Tensor]]] = None):
@@ -471,9 +285,8 @@ class LesionDetector(nn.Module):
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         image_list, _, features = self._transform_backbone(images)
-        boxes, scores, _ = self._rpn(image_list, features, None, training_filter=False, compute_loss=False)
-        props, objs = self._topk(boxes, scores, int(k))
-        return RPNOutput(features, props, objs, [tuple(map(int, s)) for s in image_list.image_sizes])
+        boxes, scores, _ = self._rpn(image_list, features, training=False)
+        return self._rpn_output(image_list, features, boxes, scores, k)
 
     def losses_and_rpn(
         self, images: Tensor, targets: list[dict[str, Tensor]], k: int = 5
@@ -511,12 +324,11 @@ class LesionDetector(nn.Module):
             raise ValueError(f"k must be >= 1, got {k}")
         targets = self._check_targets(targets, images.shape[0] if isinstance(images, Tensor) else -1, images.device)
         image_list, targets, features = self._transform_backbone(images, targets)
-        boxes, scores, rpn_losses = self._rpn(image_list, features, targets, training_filter=True, compute_loss=True)
-        with _training_flag(self.model.roi_heads, True):
+        boxes, scores, rpn_losses = self._rpn(image_list, features, targets, training=True)
+        with training_flag(self.model.roi_heads, True):
             _, roi_losses = self.model.roi_heads(features, boxes, image_list.image_sizes, targets)
-        props, objs = self._topk(boxes, scores, int(k))
         losses = {**roi_losses, **rpn_losses}
-        return losses, RPNOutput(features, props, objs, [tuple(map(int, s)) for s in image_list.image_sizes])
+        return losses, self._rpn_output(image_list, features, boxes, scores, k)
 
     def detect(self, images: Tensor, score_thresh: float = 0.05) -> list[dict[str, Tensor]]:
         """Detections with eval behaviour and no gradients, whatever the module mode (restored after).
@@ -565,9 +377,9 @@ class LesionDetector(nn.Module):
         Returns
         -------
         (list[dict[str, Tensor]], RPNOutput)
-            Detections per image (``boxes`` (m, 4) float32 xyxy input pixels, ``scores`` (m,), ``labels``
-            (m,) int64) and the RPN output (features without autograd graph, top-``k`` proposals and
-            objectness per image).
+            Detections per image (``boxes`` (m, 4) float32 xyxy input pixels, ``scores`` (m,) float32
+            descending, ``labels`` (m,) int64) and the RPN output (features without autograd graph, top-``k``
+            proposals sorted by objectness and their objectness per image).
 
         Raises
         ------
@@ -583,83 +395,15 @@ class LesionDetector(nn.Module):
             with torch.no_grad(), self._eval_behaviour():
                 original_sizes = [tuple(int(v) for v in images.shape[-2:])] * int(images.shape[0])
                 image_list, _, features = self._transform_backbone(images)
-                boxes, scores, _ = self._rpn(image_list, features, None, training_filter=False, compute_loss=False)
+                boxes, scores, _ = self._rpn(image_list, features, training=False)
                 dets, _ = roi(features, boxes, image_list.image_sizes)
                 dets = self.model.transform.postprocess(dets, image_list.image_sizes, original_sizes)
         finally:
             roi.score_thresh = old
-        props, objs = self._topk(boxes, scores, int(k))
-        return dets, RPNOutput(features, props, objs, [tuple(map(int, s)) for s in image_list.image_sizes])
+        return dets, self._rpn_output(image_list, features, boxes, scores, k)
 
 
-# ---------------------------------------------------------------------- weights loading
-def _strip_prefix(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    for prefix in ("module.", "model."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-
-def _guess_backbone(sd: dict[str, Tensor], prefix: str) -> str:
-    keys = [k[len(prefix):] for k in sd if k.startswith(prefix)]
-    if not keys:
-        return "unknown"
-    bottleneck = any(k.startswith("layer1.0.conv3.") for k in keys)
-    n_layer3 = len({k.split(".")[1] for k in keys if k.startswith("layer3.")})
-    if bottleneck:
-        return {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(n_layer3, "a bottleneck ResNet")
-    return {2: "resnet18", 6: "resnet34"}.get(n_layer3, "a basic-block ResNet")
-
-
-def _infer_norm(sd: dict[str, Tensor]) -> str:
-    if any(k.endswith("num_batches_tracked") for k in sd):
-        return "batch"
-    if any(k.endswith("running_mean") for k in sd):
-        return "frozen"
-    return "group"
-
-
-def _load_into(
-    target: nn.Module, sd: dict[str, Tensor], path: Path, what: str, guess: str, allow_new_predictor: bool
-) -> None:
-    expected = {k: v for k, v in target.state_dict().items() if not k.endswith("num_batches_tracked")}
-    given = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(expected.keys() - given.keys())
-    unexpected = sorted(given.keys() - expected.keys())
-    wrong = sorted(k for k in expected.keys() & given.keys() if tuple(expected[k].shape) != tuple(given[k].shape))
-    if allow_new_predictor and wrong and all(k.startswith("roi_heads.box_predictor.") for k in wrong):
-        warnings.warn(
-            f"{path}: the box predictor has {given['roi_heads.box_predictor.cls_score.weight'].shape[0]} classes; "
-            f"it is re-initialised for {expected['roi_heads.box_predictor.cls_score.weight'].shape[0]}.",
-            stacklevel=3,
-        )
-        for k in wrong:
-            given.pop(k)
-        wrong = []
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected weights (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            parts.append(
-                f"{len(wrong)} with other shapes (e.g. {wrong[0]}: file {tuple(given[wrong[0]].shape)}, "
-                f"model {tuple(expected[wrong[0]].shape)})"
-            )
-        raise CheckpointError(
-            f"Weights file {path} does not fit {what}: {'; '.join(parts)}. The file looks like it was saved for "
-            f"backbone {guess}. Choose the backbone the file was trained with, or another weights file."
-        )
-    if any(isinstance(v, Tensor) and not v.is_floating_point() and v.dtype != torch.int64 for v in given.values()):
-        raise CheckpointError(f"Weights file {path} holds tensors of unexpected types; it is not a detector file.")
-    result = target.load_state_dict(given, strict=False)
-    left = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    left += [k for k in result.unexpected_keys if not k.endswith("num_batches_tracked")]
-    if left:  # pragma: no cover - the pre-check above covers these
-        raise CheckpointError(f"Weights file {path} does not fit {what}: {left[:5]}")
-
-
+# ---------------------------------------------------------------------- building / weights files
 def build_detector(
     backbone: str = "resnet50",
     num_classes: int = 2,
@@ -712,9 +456,7 @@ def build_detector(
         File missing/corrupt/unsafe, not a detector or ResNet state dict, saved for another backbone, or
         its weights' names or shapes don't match the model (the message lists examples).
     """
-    backbone = str(backbone).strip().lower()
-    if backbone not in BACKBONES:
-        raise ConfigError(f"Unknown detector backbone {backbone!r}; choose one of: {', '.join(BACKBONES)}.")
+    backbone = backbone_key(backbone)
     kwargs = dict(anchor_sizes=anchor_sizes, aspect_ratios=aspect_ratios, trainable_layers=trainable_layers,
                   representation_size=representation_size)
     if weights_path is None:
@@ -734,7 +476,7 @@ def build_detector(
     sd = ckpt.get("state_dict")
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f"{path} has no 'state_dict' of tensors; it is not a weights file.")
-    sd = _strip_prefix(dict(sd))
+    sd = strip_prefix(dict(sd))
     hp = ckpt.get("hparams") if isinstance(ckpt.get("hparams"), dict) else {}
     for key in ("anchor_sizes", "aspect_ratios", "trainable_layers", "representation_size"):
         if kwargs[key] is None and hp.get(key) is not None:
@@ -745,21 +487,21 @@ def build_detector(
     is_detector = any(k.startswith(("backbone.body.", "rpn.", "roi_heads.")) for k in sd)
     is_resnet = "conv1.weight" in sd and any(k.startswith("layer1.") for k in sd)
     if is_detector:
-        norm = norm or _infer_norm(sd)
+        norm = norm or infer_norm(sd)
         det = LesionDetector(backbone, num_classes, norm=norm, **kwargs, **faster_rcnn_kwargs)
-        _load_into(
+        load_weights_into(
             det.model,
             sd,
             path,
             f"a {backbone} Faster R-CNN detector",
-            _guess_backbone(sd, "backbone.body."),
+            guess_backbone(sd, "backbone.body."),
             allow_new_predictor=kind is None,
         )
     elif is_resnet:
         norm = norm or "frozen"
         det = LesionDetector(backbone, num_classes, norm=norm, **kwargs, **faster_rcnn_kwargs)
         body_sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
-        _load_into(det.model.backbone.body, body_sd, path, f"a {backbone} backbone", _guess_backbone(sd, ""), False)
+        load_weights_into(det.model.backbone.body, body_sd, path, f"a {backbone} backbone", guess_backbone(sd, ""), False)
     else:
         raise CheckpointError(
             f"{path} is neither a detector state dict (keys 'backbone.body...', 'rpn...', 'roi_heads...') nor an "

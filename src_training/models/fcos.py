@@ -29,10 +29,12 @@ from torchvision.models import resnet
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from ..errors import ConfigError
-from .detector import IMAGE_MEAN, IMAGE_STD, LesionDetector, _NoResizeTransform, eval_behaviour
+from .detector_parts import IMAGE_MEAN, IMAGE_STD, NoResizeTransform, check_targets, images_to_list
+from .freezing import eval_behaviour
 
 __all__ = ["FCOS_BACKBONES", "FCOS_ANCHOR_SIZES", "FCOSLesionDetector", "build_fcos_detector"]
 
@@ -70,7 +72,7 @@ class FCOSLesionDetector(nn.Module):
     Attributes
     ----------
     arch : str
-        ``"fcos"`` (stored in checkpoints; ``"faster_rcnn"`` for :class:`LesionDetector`).
+        ``"fcos"`` (stored in checkpoints; ``"faster_rcnn"`` for :class:`~src_training.models.detector.LesionDetector`).
     backbone_name : str
     model : torchvision.models.detection.FCOS
     hparams : dict
@@ -123,13 +125,11 @@ class FCOSLesionDetector(nn.Module):
             out_channels=self.fpn_channels,
             extra_blocks=LastLevelMaxPool(),
         )
-        from torchvision.models.detection.fcos import FCOSHead
-
         anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((1.0,),) * len(sizes))
         head = FCOSHead(self.fpn_channels, 1, self.num_classes, num_convs=self.num_convs)
         self.model = FCOS(fpn, num_classes=self.num_classes, anchor_generator=anchors, head=head,
                           image_mean=list(self.image_mean), image_std=list(self.image_std), **fcos_kwargs)
-        self.model.transform = _NoResizeTransform(min_size=1, max_size=1, image_mean=list(self.image_mean),
+        self.model.transform = NoResizeTransform(min_size=1, max_size=1, image_mean=list(self.image_mean),
                                                   image_std=list(self.image_std), size_divisible=32)
         self._base_trainable = {n for n, p in self.named_parameters() if p.requires_grad}
 
@@ -147,8 +147,8 @@ class FCOSLesionDetector(nn.Module):
             "image_std": list(self.image_std),
         }
 
-    _to_list = LesionDetector._to_list
-    _check_targets = staticmethod(LesionDetector._check_targets)
+    _to_list = staticmethod(images_to_list)
+    _check_targets = staticmethod(check_targets)
 
     def forward(self, images: Tensor, targets: Optional[list[dict[str, Tensor]]] = None):
         """Training mode with targets: loss dict (``classification``, ``bbox_regression``, ``bbox_ctrness``);

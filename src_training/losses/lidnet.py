@@ -1,5 +1,5 @@
-"""Loss functions of LIDnet (Chen et al., "Low-dose CT denoising with lesion-aware ...", ACM MM 2021,
-arXiv:2104.08845).
+"""Loss functions of LIDnet's single-CNN form (Chen et al., "LIDnet: lesion-inspired denoising network",
+ACM MM 2021, arXiv:2104.08845): Eq. 4 and Eq. 8, and the global-perceptual ablation of Eq. 4.
 
 * :func:`recon_loss` -- pixel reconstruction loss, the absolute error (first term of Eq. 8), summed over each
   image's pixels and averaged over the batch as the paper writes it (``reduction="paper"``) or averaged over
@@ -9,13 +9,15 @@ arXiv:2104.08845).
 * :func:`detection_loss` -- the detection loss of the (frozen) detector on the denoised image: the
   sum of torchvision's Faster R-CNN losses (RPN + box-head terms; third term of Eq. 8).
 * :func:`lidnet_generator_loss` -- Eq. 8, ``L = L_rec + lambda_1 L_roi + lambda_2 L_det``.
+* :func:`global_perceptual_loss` -- ablation: Eq. 4 over the whole FPN maps (no proposals).
 
 ``REDUCTIONS``: ``"paper"`` reproduces Eq. 8 as printed; ``"normalised"`` makes every term scale-free (the
 per-pixel MAE and the feature losses relative to the NDCT feature energy), see
 :class:`src_training.config.TrainConfig` ``loss_reduction``.
 
 All images are ``(B, 1, H, W)`` float32 tensors on the [0, 1] scale (HU clipped to the model's
-``hu_range`` and scaled, see :func:`src_training.windowing.hu_to_unit`).
+``hu_range`` and scaled, see :func:`src_training.windowing.hu_to_unit`); boxes are ``xyxy`` float32 in
+input pixels (:class:`src_training.models.rpn.RPNOutput`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import MultiScaleRoIAlign
 
-from .errors import ConfigError
+from ..errors import ConfigError
+
+__all__ = [
+    "REDUCTIONS",
+    "ROI_FEATURE_LEVELS",
+    "detection_loss",
+    "global_perceptual_loss",
+    "lidnet_generator_loss",
+    "recon_loss",
+    "roi_perceptual_loss",
+]
 
 #: FPN levels the ROI perceptual loss pools from (the levels torchvision's Faster R-CNN box head uses).
 ROI_FEATURE_LEVELS: tuple[str, ...] = ("0", "1", "2", "3")
@@ -113,7 +125,7 @@ def roi_perceptual_loss(
         Per image, boxes ``xyxy`` in input pixels (the padded batch's coordinates). Detached. ``K_i`` may
         be 0.
     image_sizes : sequence of (H, W)
-        Image sizes before padding, as in :class:`src_training.models.detector.RPNOutput`.
+        Image sizes before padding, as in :class:`src_training.models.rpn.RPNOutput`.
     output_size : int
         RoIAlign output size (7 as in Faster R-CNN's box head).
     reduction : str
@@ -237,114 +249,6 @@ def lidnet_generator_loss(
     return total, parts
 
 
-# ============================================================================ GAN form (Eq. 5, Eq. 7)
-
-
-def gradient_penalty(
-    critic: torch.nn.Module,
-    real: Tensor,
-    fake: Tensor,
-    generator: torch.Generator | None = None,
-    *,
-    lambda_gp: float = 10.0,
-) -> Tensor:
-    """WGAN-GP gradient penalty (Gulrajani et al., NeurIPS 2017, Eq. 3; the penalty of LIDnet's Eq. 7).
-
-    ``x_hat = eps * real + (1 - eps) * fake`` with one ``eps ~ U(0, 1)`` per image, and
-
-    ``GP = lambda_gp * mean_i (||grad_x C(x_hat_i)||_2 - 1)^2``.
-
-    For a linear critic ``C(x) = <w, x>`` the gradient is ``w`` everywhere, so ``GP = lambda_gp *
-    (||w|| - 1)^2`` exactly.
-
-    Parameters
-    ----------
-    critic : nn.Module
-        Maps ``(B, C, H, W)`` to ``(B,)`` or ``(B, 1)`` scores.
-    real : Tensor (B, C, H, W)
-        NDCT images y ([0, 1] scale). Treated as constants (detached).
-    fake : Tensor (B, C, H, W)
-        Denoised images F(x), same shape. Treated as constants (detached).
-    generator : torch.Generator, optional
-        Source of ``eps`` (default: torch's global RNG, which the trainers save for exact resumption).
-    lambda_gp : float >= 0
-        The penalty weight (paper: 10).
-
-    Returns
-    -------
-    Tensor, scalar
-        The penalty, with a graph to the critic's parameters (``create_graph=True``).
-
-    Raises
-    ------
-    ValueError
-        If ``real`` and ``fake`` differ in shape.
-    """
-    if real.shape != fake.shape:
-        raise ValueError(f"gradient_penalty: shapes differ, real {tuple(real.shape)} vs fake {tuple(fake.shape)}")
-    b = real.shape[0]
-    eps = torch.rand((b,) + (1,) * (real.dim() - 1), generator=generator, dtype=real.dtype, device="cpu")
-    eps = eps.to(real.device)
-    x_hat = (eps * real.detach() + (1.0 - eps) * fake.detach()).requires_grad_(True)
-    scores = critic(x_hat)
-    (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)
-    norms = grad.reshape(b, -1).norm(2, dim=1)
-    return float(lambda_gp) * ((norms - 1.0) ** 2).mean()
-
-
-def wgan_critic_loss(
-    critic: torch.nn.Module,
-    real: Tensor,
-    fake: Tensor,
-    *,
-    lambda_gp: float = 10.0,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Critic loss of WGAN-GP, LIDnet's Eq. 7: ``L_C = E[C(F(x))] - E[C(y)] + GP``.
-
-    Parameters
-    ----------
-    critic : nn.Module
-        ``(B, 1, H, W) -> (B,)`` scores.
-    real, fake : Tensor (B, 1, H, W), [0, 1]
-        NDCT y and denoised F(x) (detached: the denoiser is not updated by this loss).
-    lambda_gp : float
-        Gradient-penalty weight (paper: 10).
-    generator : torch.Generator, optional
-        RNG of the interpolation weights (see :func:`gradient_penalty`).
-
-    Returns
-    -------
-    (Tensor, dict)
-        The loss (to minimise over the critic) and floats ``{"critic", "gp", "wdist"}`` where ``wdist =
-        E[C(y)] - E[C(F(x))]`` is the critic's estimate of the Wasserstein-1 distance.
-    """
-    s_real = critic(real.detach()).reshape(-1).mean()
-    s_fake = critic(fake.detach()).reshape(-1).mean()
-    gp = gradient_penalty(critic, real, fake, generator, lambda_gp=lambda_gp)
-    loss = s_fake - s_real + gp
-    return loss, {"critic": float(loss.detach()), "gp": float(gp.detach()), "wdist": float((s_real - s_fake).detach())}
-
-
-def wgan_generator_loss(scores_fake: Tensor) -> Tensor:
-    """Adversarial term of the denoiser (generator) in LIDnet's GAN form (Eq. 5): ``-E[C(F(x))]``.
-
-    Parameters
-    ----------
-    scores_fake : Tensor (B,) or (B, 1)
-        Critic scores of the denoised batch, with a graph to the denoiser.
-
-    Returns
-    -------
-    Tensor, scalar
-        ``-mean(scores_fake)`` (unweighted; the trainer multiplies by ``lambda_adv``).
-    """
-    return -scores_fake.reshape(-1).mean()
-
-
-# ============================================================================ ablation: global perceptual
-
-
 def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mapping[str, Tensor],
                            reduction: str = "paper") -> Tensor:
     """Global perceptual loss, the ablation of Eq. 4 without the proposals: the same mean squared
@@ -384,67 +288,3 @@ def global_perceptual_loss(feat_denoised: Mapping[str, Tensor], feat_ndct: Mappi
             term = term / (b.detach().pow(2).mean() + _EPS)
         terms.append(term)
     return torch.stack(terms).mean()
-
-
-# ============================================================================ TOD-Net task losses
-
-
-def dice_loss(logits: Tensor, masks: Tensor, eps: float = 1.0) -> Tensor:
-    """Soft Dice loss of a binary segmentation (Milletari et al., V-Net, 3DV 2016, Eq. 1), the task loss
-    of the segmentation downstream network of TOD-Net (Zhang et al., MICCAI 2021).
-
-    ``L = 1 - mean_i (2 sum(p_i m_i) + eps) / (sum p_i + sum m_i + eps)``, ``p = sigmoid(logits)``,
-    per image i (an image without lesion and an empty prediction scores Dice 1).
-
-    Parameters
-    ----------
-    logits : Tensor (B, 1, H, W)
-        Segmenter output before the sigmoid.
-    masks : Tensor (B, 1, H, W), {0, 1} float
-        Lesion masks.
-    eps : float
-        Smoothing constant (pixels).
-
-    Returns
-    -------
-    Tensor, scalar in [0, 1]
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ.
-    """
-    if logits.shape != masks.shape:
-        raise ValueError(f"dice_loss: shapes differ, logits {tuple(logits.shape)} vs masks {tuple(masks.shape)}")
-    p = torch.sigmoid(logits).flatten(1)
-    m = masks.to(p.dtype).flatten(1)
-    dice = (2.0 * (p * m).sum(1) + eps) / (p.sum(1) + m.sum(1) + eps)
-    return 1.0 - dice.mean()
-
-
-def todnet_loss(recon: Tensor, task: Tensor, lambda_task: float) -> tuple[Tensor, dict[str, float]]:
-    """Task-oriented denoiser loss of TOD-Net (Zhang et al., "Task-Oriented Low-Dose CT Image Denoising",
-    MICCAI 2021): ``L = L_rec + lambda_task * L_task`` with ``L_task`` the loss of a frozen downstream
-    network on F(x). (TOD-Net adds this term to WGAN and VGG-perceptual terms; here it is added to the
-    project's MAE reconstruction loss so the comparison with LIDnet's Eq. 8 changes one thing.)
-
-    Parameters
-    ----------
-    recon, task : Tensor, scalar
-        :func:`recon_loss` and the task loss (:func:`detection_loss` or :func:`dice_loss`).
-    lambda_task : float >= 0
-
-    Returns
-    -------
-    (Tensor, dict)
-        Total with graph and floats ``{"total", "rec", "task"}``.
-
-    Raises
-    ------
-    ConfigError
-        If ``lambda_task`` is negative or not finite.
-    """
-    if not (float(lambda_task) >= 0.0 and float(lambda_task) < float("inf")):
-        raise ConfigError(f"lambda_task must be a finite number >= 0, got {lambda_task}.")
-    total = recon + float(lambda_task) * task
-    return total, {"total": float(total.detach()), "rec": float(recon.detach()), "task": float(task.detach())}
