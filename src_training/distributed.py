@@ -34,6 +34,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 from torch import nn
 
+from .device import auto_device
 from .errors import ConfigError
 
 __all__ = [
@@ -135,8 +136,6 @@ def init_distributed(device: str | torch.device = "auto", *, timeout_s: float = 
     """
     global _CONTEXT, _INITIALISED_HERE
     import torch.distributed as dist
-
-    from .device import auto_device
 
     dev = device if isinstance(device, torch.device) else auto_device(str(device))
     if _CONTEXT is not None and _CONTEXT.enabled:

@@ -87,6 +87,23 @@ def same(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def stop_from_another_thread(trainer, timeout: float = 60.0) -> None:
+    """Call ``trainer.request_stop()`` from another thread and return once it has run.
+
+    Event-based: the caller (the loop consuming ``trainer.run()``) blocks until the other thread signals that
+    the stop is requested, so the trainer sees it before its next step whatever the scheduling. ``timeout``
+    is only a safety net against a hang.
+    """
+    requested = threading.Event()
+
+    def stop():
+        trainer.request_stop()
+        requested.set()
+
+    threading.Thread(target=stop, daemon=True).start()
+    assert requested.wait(timeout), "request_stop() did not return in another thread"
+
+
 # ----------------------------------------------------------------------------------------- config
 
 
@@ -304,8 +321,7 @@ def test_stop_and_resume_reach_the_same_weights(tmp_path):
     for ev in part.run():
         events.append(ev)
         if ev.event == "step" and ev.global_step == 2:  # mid T2
-            threading.Thread(target=part.request_stop).start()
-            threading.Event().wait(0.05)
+            stop_from_another_thread(part)
     assert events[-1].event == "stopped" and events[-1].global_step == 2
     state_path = tmp_path / "part" / "trainer_state.pt"
     state = torch.load(state_path, weights_only=True)

@@ -4,8 +4,6 @@ task-oriented loss (src_training.training, src_training.losses, models.critic, m
 
 from __future__ import annotations
 
-import sys
-import threading
 import types
 from typing import NamedTuple
 
@@ -21,8 +19,10 @@ from src_training.losses import dice_loss, global_perceptual_loss, gradient_pena
 from src_training.models.critic import Critic, build_critic
 from src_training.models.segmenter import UNet2D, boxes_to_masks, build_segmenter
 from src_training.training import BaselineTrainer, CollaborativeTrainer, TODNetTrainer, TRAINERS
+from src_training.training import baseline as training_baseline
 from test_training import _one_thread  # noqa: F401 - autouse fixture: one intra-op thread
 from test_training import make_case, same, small_denoiser, small_detector, snapshot, tiny_config
+from test_training import stop_from_another_thread
 
 
 def small_critic():
@@ -192,8 +192,7 @@ def test_gan_form_resume_is_bit_exact(tmp_path, ds48):
     for ev in part.run():
         events.append(ev)
         if ev.event == "step" and ev.global_step == 1:  # after the first T2 (GAN) step
-            threading.Thread(target=part.request_stop).start()
-            threading.Event().wait(0.05)
+            stop_from_another_thread(part)
     assert events[-1].event == "stopped" and events[-1].global_step == 1
     resumed = trainer(tmp_path / "part")
     resumed.resume(tmp_path / "part" / "trainer_state.pt")
@@ -318,7 +317,8 @@ def _fake_module(adversarial: bool, calls: list):
 @pytest.mark.parametrize("adversarial", [False, True])
 def test_baseline_with_fake_published_loss(monkeypatch, ds48, adversarial):
     calls = []
-    monkeypatch.setitem(sys.modules, "src_training.baseline_losses", _fake_module(adversarial, calls))
+    # the trainer's own reference to the published losses (src_training.training.baseline.baseline_losses)
+    monkeypatch.setattr(training_baseline, "baseline_losses", _fake_module(adversarial, calls))
     cfg = tiny_config(baseline_loss="published", baseline_steps=2, critic_steps=1, vgg_weights="vgg.pth")
     t = BaselineTrainer(cfg, ds48, denoiser=small_denoiser(), critic=small_critic())
     assert calls == [("cpce", "vgg.pth")]
