@@ -360,6 +360,7 @@ class _SyntheticSlices(torch.utils.data.Dataset):
 
 def bench_training(args) -> None:
     from src_training import training
+    from src_training.training import lidnet as training_lidnet  # where the T2 step calls the ROI loss
     from src_training.config import TrainConfig
 
     cfg = TrainConfig(denoiser=args.train_denoiser, detector_backbone=args.backbone, batch_size=args.train_batch,
@@ -369,7 +370,7 @@ def bench_training(args) -> None:
     items = [ds[i] for i in range(args.train_batch)]
     batch = (torch.stack([a for a, _, _ in items]), torch.stack([b for _, b, _ in items]), [t for _, _, t in items])
     roi_time = [0.0]
-    orig = training.roi_perceptual_loss
+    orig = training_lidnet.roi_perceptual_loss
 
     def timed_roi(*a, **kw):
         t0 = time.perf_counter()
@@ -379,7 +380,7 @@ def bench_training(args) -> None:
 
     phases = {p.name: p for p in trainer.schedule}
     rows, res = [], {}
-    training.roi_perceptual_loss = timed_roi
+    training_lidnet.roi_perceptual_loss = timed_roi
     try:
         fns = {}
         for name in ("T1", "T2", "T3"):
@@ -398,7 +399,7 @@ def bench_training(args) -> None:
         roi_share = roi_time[0] / sum(t2_alone)
         t = interleaved(fns, args.reps, warmup=0)
     finally:
-        training.roi_perceptual_loss = orig
+        training_lidnet.roi_perceptual_loss = orig
     scale = (8 / args.train_batch) * (512 / args.train_size) ** 2
     steps = {"T1": 4000, "T2": 4000, "T3": 2000}
     proj = sum(t[k] * scale * steps[k] for k in steps)

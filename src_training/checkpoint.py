@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+import torch.utils.serialization.config  # noqa: F401 - torch.load imports it lazily; load it here, not under a worker's import lock
 
 from .errors import CheckpointError
 

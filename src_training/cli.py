@@ -18,20 +18,38 @@ Every action of the napari plugin is available here, so a GUI session and a scri
 - ``lidnet gui``       open napari with the sample loaded and every widget docked.
 
 Errors a user can cause are printed as one line (``error: ...``) with exit status 2, never a traceback.
+
+The core is imported at start-up (a few seconds: torch); only ``lidnet gui`` imports napari / Qt, inside its
+command, so that the headless core never imports Qt.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
-from .errors import LidnetError
+import numpy as np
+
+from .annotations import write_boxes_csv
+from .config import TrainConfig
+from .data.index import index_dataset
+from .demo import run_demo
+from .distributed import shutdown_distributed
+from .errors import ConfigError, LidnetError, OutputExistsError
+from .experiment import FAST_BUDGET
+from .inference import denoise_volume, detect_slices, load_denoiser, load_detector
+from .io import load_ct, write_dicom_series, write_volume
+from .pretrain import RECIPES, remeasure, run_pretraining
+from .reproduce import run_reproduction
+from .simulation import ScanGeometry, n0_for_noise_sigma, simulate_ldct, soft_tissue_noise_sigma
+from .study import run_study, run_study_parallel, study_workers
+from .training import run_training
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
     run_demo(
         out_dir=args.out,
         fast=args.fast,
@@ -46,14 +64,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from .pretrain import RECIPES, remeasure, run_pretraining
-
     if args.measure_only:
         if not args.out:
-            from .errors import ConfigError
-
             raise ConfigError("--measure-only needs --out: the shipped weights file to measure again.")
         rec = remeasure(args.out, device=args.device, note=args.measure_only)
         m = rec["measured"]["eval_all_lesions"]
@@ -72,9 +84,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from .experiment import FAST_BUDGET
-    from .study import run_study, run_study_parallel, study_workers
-
     reductions = list(dict.fromkeys(args.reductions))
     workers = args.workers if args.workers is not None else study_workers(args.device, len(reductions))
     if workers > 1 and len(reductions) > 1:
@@ -91,8 +100,6 @@ def _split_names(text):
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import run_reproduction
-
     run_reproduction(
         out_dir=args.out,
         denoisers=_split_names(args.denoisers),
@@ -109,9 +116,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig
-    from .training import run_training
-
     config = TrainConfig.load_json(args.config)
     overrides = {k: getattr(args, k, None) for k in ("form", "strategy", "perceptual", "baseline_loss", "task_network",
                                                      "loss_reduction")}
@@ -119,8 +123,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["streaming"] = True
     if any(v is not None for v in overrides.values()):
         config = TrainConfig.from_dict({**config.to_dict(), **{k: v for k, v in overrides.items() if v is not None}})
-    from .distributed import shutdown_distributed
-
     try:  # under torchrun every process runs this (docs/distributed.md)
         return int(run_training(config, args.out, resume=args.resume, method=args.method) or 0)
     finally:
@@ -130,8 +132,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _refuse_existing_output(out: str, overwrite: bool) -> None:
     """Fail before any work when ``--out`` exists (a file, or a non-empty folder) and ``--overwrite`` is not
     given: the user's earlier output is never replaced by accident (raises ``OutputExistsError``)."""
-    from .errors import OutputExistsError
-
     p = Path(out)
     if overwrite or not p.exists() or (p.is_dir() and not any(p.iterdir())):
         return
@@ -139,11 +139,6 @@ def _refuse_existing_output(out: str, overwrite: bool) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from .io import load_ct, write_volume
-    from .simulation import simulate_ldct
-
-    from .simulation import ScanGeometry, n0_for_noise_sigma, soft_tissue_noise_sigma
-
     _refuse_existing_output(args.out, args.overwrite)
     vol = load_ct(args.input, series_uid=args.series_uid)
     geom = ScanGeometry(n_views=args.views, bin_mm=args.bin_mm, filter_name=args.filter)
@@ -169,9 +164,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_denoise(args: argparse.Namespace) -> int:
-    from .inference import denoise_volume, load_denoiser
-    from .io import load_ct, write_dicom_series, write_volume
-
     _refuse_existing_output(args.out, args.overwrite)
     vol = load_ct(args.input, series_uid=args.series_uid)
     model, config = load_denoiser(args.checkpoint, device=args.device)
@@ -190,12 +182,6 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .annotations import write_boxes_csv
-    from .inference import detect_slices, load_detector
-    from .io import load_ct
-
     _refuse_existing_output(args.out, args.overwrite)
     vol = load_ct(args.input, series_uid=args.series_uid)
     detector, config = load_detector(args.checkpoint, device=args.device)
@@ -212,10 +198,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
-    import warnings
-
-    from .datasets import index_dataset
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         manifest = index_dataset(args.folder, args.out, args.annotations, args.format, val=args.val,

@@ -95,10 +95,10 @@ class TrainConfig:
     train_data : list of str
         Training sources: ``"sample:<case>"``, a CT path (boxes CSV beside it), an ``.npz``, or a dataset
         manifest written by ``lidnet dataset index``: ``"manifest:PATH#train"`` (``#val``, ``#test``, ``#all``,
-        ``#case=<id>``; see :mod:`src_training.datasets`).
+        ``#case=<id>``; see :mod:`src_training.data.manifest`).
     streaming : bool
         Stream slices from per-case float32 ``.npy`` caches on disk (memory-mapped;
-        :class:`src_training.datasets.StreamingSliceDataset`) instead of holding every case in memory.
+        :class:`src_training.data.streaming.StreamingSliceDataset`) instead of holding every case in memory.
         Use it for datasets larger than RAM. Same items, same order as the in-memory dataset.
     cache_dir : str or None
         Folder caching simulated low-dose volumes; ``None`` = ``RUN_DIR/ldct_cache``.

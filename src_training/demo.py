@@ -35,8 +35,11 @@ import numpy as np
 from .checkpoint import atomic_write_text
 from .device import auto_device
 from .errors import ConfigError
-from .experiment import (DEMO_BUDGET, FAST_BUDGET, METRICS, Budget, compare, comparison_dict, environment, load_data,
-                         load_detectors, noise_line, pct, score_volume, summarize, train_baseline, train_lidnet)
+from .evaluation.metrics import METRICS
+from .evaluation.scoring import NDCTFeatures, compare, comparison_dict, pct, score_volume, summarize
+from .experiment import (DEMO_BUDGET, FAST_BUDGET, Budget, environment, load_data, noise_line, train_baseline,
+                         train_lidnet)
+from .protocol import load_detectors
 from .inference import denoise_volume, detect_slices
 from .models.denoisers import DENOISERS, display_name
 from .report import (format_comparisons, format_grad_shares, format_markdown_tables, format_tables,
@@ -129,9 +132,7 @@ def run_demo(out_dir: str | Path = "lidnet-report", *, fast: bool = False, n0: f
         names[2]: denoise_volume(lid.trainer.denoiser, evalc.ldct_hu, hr, device=dev),
         "NDCT": evalc.ndct_hu,
     }
-    from .experiment import _NDCTFeatures
-
-    feats = _NDCTFeatures(evalc)
+    feats = NDCTFeatures(evalc)
     scores = {k: score_volume(v, evalc, detectors, hr, feats) for k, v in volumes.items()}
     methods = {k: summarize(scores[k], seed=seed, n_boot=budget.n_boot) for k in names}
     comparisons = {

@@ -2,7 +2,7 @@
 
 Checkpoint formats (``docs/architecture.md``): ``denoiser.pt`` ``{"kind": "denoiser", "model", "state_dict",
 "config", "method", "step"}`` and ``detector.pt`` ``{"kind": "detector", "backbone", "state_dict", "config",
-"step"}``, loaded only with ``torch.load(weights_only=True)`` (:func:`src_training.checkpoint.load_checkpoint`).
+"step"}``, read as typed records by :func:`src_training.checkpoint_files.read_checkpoint` (``torch.load(weights_only=True)``).
 
 Input volumes are HU ``(z, y, x)`` or a single slice ``(y, x)``; they are clipped to the checkpoint's
 ``hu_range`` and scaled to [0, 1] for the networks (:func:`src_training.windowing.hu_to_unit`); denoised
@@ -23,26 +23,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint_files import read_checkpoint
 from .device import auto_device
 from .errors import CheckpointError, CTLoadError, LidnetError
+from .models.denoisers import build_denoiser
+from .models.detector import build_detector
+from .models.fcos import build_fcos_detector
 from .windowing import DEFAULT_HU_RANGE, hu_to_unit, unit_to_hu
 
 log = logging.getLogger(__name__)
-
-
-def _check_kind(ckpt: dict[str, Any], kind: str, path) -> None:
-    found = ckpt.get("kind")
-    if found != kind:
-        hint = {
-            "denoiser": "choose a denoiser.pt written by training",
-            "detector": "choose a detector.pt written by training",
-        }[kind]
-        raise CheckpointError(
-            f"{path} is a {found or 'unknown'} checkpoint, not a {kind} checkpoint; {hint}."
-        )
-    if "state_dict" not in ckpt or not isinstance(ckpt["state_dict"], dict):
-        raise CheckpointError(f"{path} has no weights (state_dict); it is not a complete {kind} checkpoint.")
 
 
 def load_denoiser(path: str | os.PathLike, device: str | torch.device = "auto") -> tuple[nn.Module, dict[str, Any]]:
@@ -67,22 +56,19 @@ def load_denoiser(path: str | os.PathLike, device: str | torch.device = "auto") 
     ConfigError
         Unavailable device.
     """
-    from .models.denoisers import build_denoiser
-
     dev = device if isinstance(device, torch.device) else auto_device(device)
-    ckpt = load_checkpoint(path)
-    _check_kind(ckpt, "denoiser", path)
-    config = dict(ckpt.get("config") or {})
-    name = ckpt.get("model") or config.get("denoiser")
+    rec = read_checkpoint(path, "denoiser")
+    config = dict(rec.config)
+    name = rec.model
     try:
         model = build_denoiser(str(name))
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(rec.state_dict)
     except Exception as exc:  # noqa: BLE001 - ConfigError (unknown name) or RuntimeError (shapes)
         raise CheckpointError(f"{path}: cannot build denoiser '{name}' from these weights ({exc}).") from exc
     config.setdefault("hu_range", list(DEFAULT_HU_RANGE))
     config["denoiser"] = str(name)
-    config["method"] = ckpt.get("method", config.get("method"))
-    config["step"] = ckpt.get("step")
+    config["method"] = rec.method
+    config["step"] = rec.step
     return model.to(dev).eval(), config
 
 
@@ -104,25 +90,18 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "auto") 
     ConfigError
         Unavailable device.
     """
-    from .models.detector import build_detector
-
     dev = device if isinstance(device, torch.device) else auto_device(device)
-    ckpt = load_checkpoint(path)
-    _check_kind(ckpt, "detector", path)
-    config = dict(ckpt.get("config") or {})
-    backbone = ckpt.get("backbone") or config.get("detector_backbone", "resnet50")
-    hparams = ckpt.get("hparams") if isinstance(ckpt.get("hparams"), dict) else {}
-    arch = str(ckpt.get("arch") or hparams.get("arch") or "faster_rcnn")
+    rec = read_checkpoint(path, "detector")
+    config = dict(rec.config)
+    backbone, hparams, arch = rec.backbone, rec.hparams, rec.arch
     if arch == "fcos":
-        from .models.fcos import build_fcos_detector
-
         try:
             opts = {k: v for k, v in hparams.items() if k not in ("arch", "backbone", "num_classes")}
             detector = build_fcos_detector(str(backbone), int(hparams.get("num_classes", 2)), **opts)
-            detector.load_state_dict(ckpt["state_dict"])
+            detector.load_state_dict(rec.state_dict)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: cannot build an FCOS '{backbone}' detector from these weights ({exc}).") from exc
-    elif arch == "faster_rcnn":
+    else:  # faster_rcnn (read_checkpoint refuses any other architecture)
         try:
             # build_detector reads the file again (weights_only) and applies its hparams (norm, anchors).
             detector = build_detector(str(backbone), int(hparams.get("num_classes", 2)), weights_path=path)
@@ -130,11 +109,9 @@ def load_detector(path: str | os.PathLike, device: str | torch.device = "auto") 
             raise
         except Exception as exc:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot build a '{backbone}' detector from these weights ({exc}).") from exc
-    else:
-        raise CheckpointError(f"{path}: unknown detector architecture {arch!r} (expected faster_rcnn or fcos).")
     config.setdefault("hu_range", list(DEFAULT_HU_RANGE))
     config["detector_backbone"] = str(backbone)
-    config["step"] = ckpt.get("step")
+    config["step"] = rec.step
     config["arch"] = arch
     return detector.to(dev).eval(), config
 

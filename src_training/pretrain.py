@@ -36,9 +36,23 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .checkpoint import atomic_write_text, save_checkpoint
-from .errors import ConfigError, OutputExistsError
+from .checkpoint import atomic_write_text
+from .checkpoint_files import write_checkpoint
+from .config import TrainConfig
+from .data.slices import crop_boxes
+from .device import auto_device
+from .errors import ConfigError, LidnetError, OutputExistsError
+from .evaluation.detection import detection_ap as library_ap
+from .evaluation.scoring import synthetic_boxes
+from .inference import detect_slices, load_detector
+from .models.detector import build_detector
+from .models.fcos import build_fcos_detector
+from .nodules import DEFAULT_DIAMETER_MM, insert_synthetic_nodules, lung_distance_map
+from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE, eval_case
+from .sample import load_sample_case
 from .serialize import jsonable
+from .statistics import bootstrap_ap, match_detections
+from .training import STATE_FILE, DetectorTrainer
 from .windowing import DEFAULT_HU_RANGE, hu_to_unit
 
 __all__ = ["PretrainRecipe", "RECIPES", "FreshNoduleCrops", "build_pretrain_detector", "detector_ap",
@@ -145,8 +159,6 @@ class FreshNoduleCrops(Dataset):
                  crop_size: int, hu_range: tuple[float, float] = DEFAULT_HU_RANGE, max_nodules: int = 3,
                  diameter_mm: Optional[Sequence[float]] = None, scale_jitter: float = 0.25, p_real: float = 0.15,
                  p_anywhere: float = 0.2, seed: int = 0, items_per_epoch: int = 160):
-        from .nodules import DEFAULT_DIAMETER_MM, lung_distance_map
-
         if not volumes:
             raise ConfigError("FreshNoduleCrops needs at least one NDCT volume.")
         if int(image_size) < 8 or int(crop_size) < 8:
@@ -170,9 +182,6 @@ class FreshNoduleCrops(Dataset):
         return self.items
 
     def __getitem__(self, item):
-        from .data import crop_boxes
-        from .nodules import insert_synthetic_nodules
-
         i, epoch = (int(item[0]), int(item[1])) if isinstance(item, (tuple, list)) else (int(item), 0)
         rng = np.random.default_rng([self.seed, epoch, i, 4242])
         v = self.volumes[int(rng.integers(len(self.volumes)))]
@@ -224,12 +233,8 @@ def build_pretrain_detector(recipe: PretrainRecipe):
         Unknown architecture or backbone.
     """
     if recipe.arch == "faster_rcnn":
-        from .models.detector import build_detector
-
         return build_detector(recipe.backbone, representation_size=recipe.representation_size, **FRCNN_SAMPLING)
     if recipe.arch == "fcos":
-        from .models.fcos import build_fcos_detector
-
         return build_fcos_detector(recipe.backbone, fpn_channels=recipe.fpn_channels)
     raise ConfigError(f"Unknown detector architecture {recipe.arch!r}; choose faster_rcnn or fcos.")
 
@@ -266,12 +271,6 @@ def detector_ap(detector, case, *, boxes: Optional[dict] = None, images_hu: Opti
         ``matches`` (the per-slice :class:`~src_training.statistics.SliceMatches`, for paired comparisons;
         not JSON).
     """
-    from .evaluation import detection_ap as library_ap
-    from .inference import detect_slices
-    from .statistics import bootstrap_ap, match_detections
-
-    from .experiment import synthetic_boxes
-
     vol = case.ndct_hu if images_hu is None else images_hu
     gt = case.boxes if boxes is None else boxes
     real_only = boxes is case.real_boxes
@@ -306,9 +305,6 @@ def measure_detector_file(path: str | Path, device="cpu") -> tuple[dict[str, Any
     """AP of a detector file as shipped (loaded back with ``weights_only=True``) on the evaluation case's NDCT:
     all lesions, and the real tumour alone (synthetic nodules as ignore regions). Returns the two
     :func:`detector_ap` dicts without their ``matches``."""
-    from .inference import load_detector
-    from .protocol import eval_case
-
     det, _ = load_detector(path, device=device)
     evalc = eval_case(n0=None, simulate=False)
     ap_all = detector_ap(det, evalc)
@@ -327,8 +323,6 @@ def remeasure(path: str | Path, device="cpu", note: str = "") -> dict[str, Any]:
     LidnetError
         No JSON record beside the file, or the weights do not match it.
     """
-    from .errors import LidnetError
-
     path = Path(path)
     meta = path.with_suffix(".json")
     if not meta.is_file():
@@ -386,12 +380,6 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
     LidnetError
         Missing sample data, training failure.
     """
-    from .config import TrainConfig
-    from .device import auto_device
-    from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE
-    from .sample import load_sample_case
-    from .training import STATE_FILE, DetectorTrainer
-
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(out)
     if out.exists() and not overwrite:
@@ -431,12 +419,12 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
             if ev.event == "stopped":
                 return {"stopped": True, "step": ev.global_step}
     t_train = time.perf_counter() - t_start
-    ckpt = trainer.detector_checkpoint()
-    ckpt["state_dict"] = fp16_state_dict(ckpt["state_dict"])
-    ckpt.update({"recipe": recipe.to_dict(), "storage": "float16", "method": "ndct"})
-    ckpt["hparams"] = dict(getattr(trainer.detector, "hparams", {}))
+    rec = trainer.detector_checkpoint()
+    rec.state_dict = fp16_state_dict(rec.state_dict)
+    rec.hparams = dict(getattr(trainer.detector, "hparams", {}))
+    rec.recipe, rec.storage, rec.method = recipe.to_dict(), "float16", "ndct"
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, ckpt)
+    write_checkpoint(out, rec)
     ap_all, ap_real = measure_detector_file(out, device=dev)
     record = {
         "file": out.name,
@@ -444,7 +432,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
         "size_bytes": out.stat().st_size,
         "arch": recipe.arch,
         "backbone": recipe.backbone,
-        "hparams": ckpt["hparams"],
+        "hparams": rec.hparams,
         "recipe": recipe.to_dict(),
         "sampling": FRCNN_SAMPLING if recipe.arch == "faster_rcnn" else {},
         "command": command or f"lidnet pretrain-detector --arch {recipe.arch} --out {out}",

@@ -20,10 +20,13 @@ with their recipe beside them:
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
+from .data.cases import CaseArrays, prepare_case
 from .errors import LidnetError
+from .inference import load_detector
 
 __all__ = [
     "TRAIN_CASE",
@@ -37,6 +40,8 @@ __all__ = [
     "JUDGE_FILE",
     "shipped_weights",
     "eval_case",
+    "Detectors",
+    "load_detectors",
 ]
 
 TRAIN_CASE = "lung1"
@@ -77,21 +82,52 @@ def shipped_weights(name: str) -> Path:
 
 
 def eval_case(*, n0: Optional[float], cache_dir=None, geometry=None, simulate: bool = True,
-              nodules: int = EVAL_NODULES, image_size: Optional[int] = IMAGE_SIZE, max_slices: Optional[int] = None):
+              nodules: int = EVAL_NODULES, image_size: Optional[int] = IMAGE_SIZE, max_slices: Optional[int] = None) -> CaseArrays:
     """The evaluation case: ``lung2`` with :data:`EVAL_NODULES` synthetic nodules per slice (seed
     :data:`DATA_SEED`), LDCT at ``n0`` simulated natively, resampled to ``image_size``.
 
     Returns
     -------
-    src_training.data.CaseArrays
+    src_training.data.cases.CaseArrays
 
     Raises
     ------
     LidnetError
         Missing sample data or a simulation error.
     """
-    from .data import prepare_case
-
     return prepare_case(f"sample:{EVAL_CASE}", n0=n0, seed=DATA_SEED, image_size=image_size,
                         synthetic_nodules_per_slice=nodules, cache_dir=cache_dir, geometry=geometry,
                         simulate=simulate, max_slices=max_slices)
+
+
+@dataclass
+class Detectors:
+    """The shipped NDCT detectors (eval mode, on ``device``) and their files.
+
+    Attributes
+    ----------
+    own : LesionDetector
+        The pretrained Faster R-CNN: LIDnet's starting detector and the one it trains against.
+    judge : FCOSLesionDetector
+        The independent judge (never seen by any training run).
+    own_path, judge_path : Path
+    """
+
+    own: Any
+    judge: Any
+    own_path: Path
+    judge_path: Path
+
+
+def load_detectors(device) -> Detectors:
+    """Load both shipped detectors (:func:`shipped_weights`).
+
+    Raises
+    ------
+    LidnetError
+        A weights file is missing (with the command that rebuilds it) or damaged.
+    """
+    own_path, judge_path = shipped_weights(DETECTOR_FILE), shipped_weights(JUDGE_FILE)
+    own, _ = load_detector(own_path, device=device)
+    judge, _ = load_detector(judge_path, device=device)
+    return Detectors(own, judge, own_path, judge_path)

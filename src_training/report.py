@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .checkpoint import atomic_write_bytes
-from .evaluation import EvaluationError, _as_boxes
+from .evaluation.inputs import EvaluationError, _as_boxes
 from .windowing import DEFAULT_HU_RANGE, WINDOWS, Window, window_limits
 
 __all__ = ["format_tables", "format_markdown_tables", "format_form_table", "format_comparisons",
@@ -278,9 +278,9 @@ def format_comparisons(comparisons: Mapping[str, Mapping[str, Any]], metrics_tab
     Parameters
     ----------
     comparisons : dict {title: {metric key: {"diff": Estimate dict, "verdict": str, "reading": str}}}
-        E.g. ``{"LIDnet - Baseline": {...}}`` from :func:`src_training.experiment.compare`.
+        E.g. ``{"LIDnet - Baseline": {...}}`` from :func:`src_training.evaluation.scoring.compare`.
     metrics_table : sequence of Metric
-        :data:`src_training.experiment.METRICS` (key, label, fmt, scale).
+        :data:`src_training.evaluation.metrics.METRICS` (key, label, fmt, scale).
     markdown : bool
     over_seeds : bool
         The differences are per seed with a Student-t interval over seeds (``lidnet reproduce``), not a paired

@@ -30,16 +30,21 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text, save_checkpoint
+from .checkpoint import atomic_write_text
+from .checkpoint_files import write_checkpoint
 from .device import auto_device
 from .errors import ConfigError
-from .experiment import (FAST_BUDGET, METRICS, STUDY_BUDGET, Budget, Detectors, ExperimentData, _NDCTFeatures,
-                         load_data, load_detectors, score_volume, summarize, train_baseline, train_lidnet,
-                         environment, noise_line, pct, verdict_text)
+from .evaluation.detection import detection_ap
+from .evaluation.metrics import METRICS
+from .evaluation.scoring import NDCTFeatures, pct, run_detections, score_volume, summarize, verdict_text
+from .experiment import (FAST_BUDGET, STUDY_BUDGET, Budget, ExperimentData, environment, load_data, noise_line,
+                         train_baseline, train_lidnet)
+from .protocol import Detectors, load_detectors
 from .inference import denoise_volume
 from .models import denoisers as denoiser_registry
 from .models.denoisers import display_name
-from .report import format_comparisons, format_form_table, format_markdown_tables, save_ap_curve_figure
+from .report import (format_comparisons, format_form_table, format_grad_shares, format_markdown_tables,
+                     save_ap_curve_figure)
 from .sample import sample_dir
 from .serialize import jsonable
 from .statistics import seed_difference, seed_interval
@@ -103,7 +108,7 @@ def run_pair(config, data: ExperimentData, detectors: Detectors, dev, feats, *, 
         run = (fn(config, data, detectors, on_event=on_event, **kw) if kind == "lidnet"
                else fn(config, data, **kw))
         if ckpt_dir is not None:
-            save_checkpoint(ckpt_dir / kind / "denoiser.pt", run.trainer.denoiser_checkpoint())
+            write_checkpoint(ckpt_dir / kind / "denoiser.pt", run.trainer.denoiser_checkpoint())
         vol = denoise_volume(run.trainer.denoiser, data.eval.ldct_hu, config.hu_range, device=dev)
         out[kind] = (run, score_volume(vol, data.eval, detectors, config.hu_range, feats))
     return out
@@ -119,15 +124,12 @@ class _CurveRecorder:
         self.points: list[dict[str, float]] = []
 
     def _measure(self, step: int, trainer) -> None:
-        from .evaluation import detection_ap
-        from .experiment import _detections
-
         with torch.no_grad():
             vol = denoise_volume(trainer.denoiser, self.data.eval.ldct_hu, self.hu_range, device=self.dev)
         case = self.data.eval
         tg = [{"boxes": np.asarray(case.boxes.get(z, np.zeros((0, 4))), np.float32).reshape(-1, 4)}
               for z in range(case.n_slices)]
-        ap = detection_ap(_detections(self.det.judge, vol, self.hu_range), tg)
+        ap = detection_ap(run_detections(self.det.judge, vol, self.hu_range), tg)
         self.points.append({"step": int(step), "ap50": ap["ap50"], "ap75": ap["ap75"]})
         self.log(f"  [{self.label}] step {step}: judge AP-50 {pct(ap['ap50'])} %")
 
@@ -201,7 +203,7 @@ def run_reproduction(out_dir: str | Path = "lidnet-reproduction", *, denoisers: 
     log(f"lidnet reproduce: {', '.join(names)}; seeds {seeds}; {dev}; N0={n0:g}; budget '{budget.name}' (T2={budget.t2} "
         f"T3={budget.t3} rounds={budget.rounds}, batch {budget.batch_size}, {budget.crop_size} px crops)")
     data = load_data(budget, n0=n0, cache_dir=cache, log=log)
-    feats = _NDCTFeatures(data.eval)
+    feats = NDCTFeatures(data.eval)
 
     def cfg(d: str, seed: int, **kw):
         return budget.config(denoiser=d, seed=seed, n0=float(n0), device=str(dev), cache_dir=str(cache),
@@ -294,8 +296,6 @@ def run_reproduction(out_dir: str | Path = "lidnet-reproduction", *, denoisers: 
         f"baseline = the same denoiser steps, reconstruction loss only; Eq. 8 reduction '{loss_reduction}'; seeds "
         f"{', '.join(map(str, seeds))}; {dev}; total {timing['total']:.0f} s. Paper: 4000 / 4000 / 2000 steps on whole "
         f"512 px slices.", "", noise_line(nz), ""])
-    from .report import format_grad_shares
-
     text = "\n\n".join([header, format_markdown_tables(metrics).rstrip(), format_comparisons(comparisons, METRICS, over_seeds=True),
                         format_grad_shares(mean_shares), format_form_table(metrics["table4"], markdown=True),
                         "**Fig. 3.** `fig3_ap_curve.png`: the judge's AP-50 (%) on the current denoiser's output "

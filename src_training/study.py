@@ -28,8 +28,10 @@ from typing import Any, Callable, Optional, Sequence
 from .checkpoint import atomic_write_text
 from .device import auto_device
 from .errors import LidnetError
-from .experiment import (METRICS, STUDY_BUDGET, Budget, _NDCTFeatures, environment, load_data, load_detectors,
-                         noise_line, summarize)
+from .evaluation.metrics import METRICS
+from .evaluation.scoring import NDCTFeatures, summarize
+from .experiment import STUDY_BUDGET, Budget, environment, load_data, noise_line
+from .protocol import load_detectors
 from .reproduce import DEFAULT_SEEDS, run_pair, seed_comparison, seed_summary
 from .sample import sample_dir
 from .serialize import jsonable
@@ -144,7 +146,7 @@ def run_study(out_dir: str | Path = "lidnet-study", *, seeds: Sequence[int] = DE
     cache = Path(cache_dir) if cache_dir is not None else sample_dir() / ".cache"
     detectors = load_detectors(dev)
     data = load_data(budget, n0=n0, cache_dir=cache, log=log)
-    feats = _NDCTFeatures(data.eval)
+    feats = NDCTFeatures(data.eval)
     rows: list[dict[str, Any]] = []
     baselines: dict[str, list[dict[str, Any]]] = {}
 

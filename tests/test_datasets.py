@@ -1,4 +1,4 @@
-"""Tests of src_training.datasets: series index, patient split, manifest sources, streaming slices."""
+"""Tests of src_training.data (index, manifest, sources, streaming): series index, patient split, manifest sources, streaming slices."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from src_training.annotations import SliceAnnotations, write_boxes_table
 from src_training.cli import main as cli_main
 from src_training.config import TrainConfig
 from src_training.data import CaseArrays, SliceDataset, expand_sources, load_source, prepare_case, prepare_cases
-from src_training.datasets import (
+from src_training.data import (
     StreamingSliceDataset,
     build_manifest,
     index_dataset,

@@ -57,6 +57,13 @@ def test_demo_fast_writes_every_report_file(demo_runs, capsys):
         ckpt = torch.load(out / "checkpoints" / rel, map_location="cpu", weights_only=True)
         assert ckpt["kind"] in ("denoiser", "detector") and ckpt["state_dict"]
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # LIDnet did something the baseline did not: other weights from the same start, and the ROI / detection
+    # terms carry part of its gradient while the baseline's is the reconstruction term alone
+    lid = torch.load(out / "checkpoints/lidnet/denoiser.pt", map_location="cpu", weights_only=True)["state_dict"]
+    base = torch.load(out / "checkpoints/baseline/denoiser.pt", map_location="cpu", weights_only=True)["state_dict"]
+    assert lid.keys() == base.keys() and any(not torch.equal(lid[k], base[k]) for k in lid)
+    assert shares["roi"] > 0 and shares["det"] > 0
+    assert set(metrics["grad_shares"]["baseline_mean"]) <= {"rec"}
 
 
 def test_demo_same_seed_same_metrics(demo_runs):
