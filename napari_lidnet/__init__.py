@@ -13,6 +13,11 @@ case for napari drawn with Mesa (llvmpipe software rendering on VMs, CI, remote 
 GPUs). The napari process only runs inference (training runs in a separate ``lidnet train`` process), so
 importing this package marks ``triton`` as unavailable unless it is already loaded. Set
 ``LIDNET_ALLOW_TRITON=1`` to keep it.
+
+This is the plugin's only triton guard: every entry point (npe2 imports ``napari_lidnet._reader``,
+``napari_lidnet._widgets.*``..., ``lidnet gui`` imports ``napari_lidnet._launch``) imports this package first,
+before any of its modules imports torch. Eager inference does not need triton (``import triton`` then raises
+ImportError, which torch handles); the training process (``python -m src_training``) is unaffected.
 """
 
 from __future__ import annotations

@@ -1,11 +1,20 @@
 """``lidnet gui``: open napari with the sample chest CT (NDCT + lesion boxes + simulated LDCT) and every
-napari-lidnet widget docked."""
+napari-lidnet widget docked.
+
+Importing this module imports the ``napari_lidnet`` package first, whose start-up keeps ``triton`` out of
+this process (see :mod:`napari_lidnet`) before napari and its OpenGL canvas are loaded here.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Any
+
+import napari
+from npe2 import PluginManager, PluginManifest
+
+from ._messages import notify_error
 
 PLUGIN = "napari-lidnet"
 
@@ -27,8 +36,6 @@ SAMPLES: tuple[str, ...] = ("lung2_ndct", "lung2_ldct")
 def ensure_plugin_registered() -> None:
     """Make sure npe2 knows the napari-lidnet manifest (it does when the package is pip-installed; from a
     plain checkout the manifest file is registered directly)."""
-    from npe2 import PluginManager, PluginManifest
-
     pm = PluginManager.instance()
     if PLUGIN in pm._manifests:  # noqa: SLF001 - npe2 has no public "is registered" query
         return
@@ -55,13 +62,6 @@ def open_viewer(show: bool = True, samples: tuple[str, ...] = SAMPLES, widgets: 
     -------
     napari.Viewer
     """
-    from napari_lidnet._widgets.compare import block_triton
-
-    block_triton()  # before napari opens its OpenGL canvas (see block_triton)
-    import napari
-
-    from napari_lidnet._layers import notify_error
-
     ensure_plugin_registered()
     viewer = napari.Viewer(title="napari-lidnet: low-dose CT denoising (LIDnet)", show=show)
     for key in samples:
@@ -90,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     int
         0.
     """
-    import napari
-
     open_viewer(show=True)
     napari.run()
     return 0

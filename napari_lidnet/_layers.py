@@ -1,97 +1,40 @@
-"""Helpers shared by the reader, writers, sample data and widgets of napari-lidnet.
+"""CT image layers of napari-lidnet: layer-data keyword arguments from the core's volumes and back, DICOM
+metadata look-ups, and the slice / volume a widget reads from a layer.
 
-Everything here converts between the core's objects (:class:`src_training.io.CTVolume`, boxes per slice)
-and napari layer data / keyword arguments. No Qt import; napari is imported lazily where needed.
+Everything here converts between the core's objects (:class:`src_training.io.CTVolume`) and napari image
+layers. No Qt import. The other layer concepts have their own modules: box (shapes) layers
+:mod:`napari_lidnet._boxes`, layer names of denoised results :mod:`napari_lidnet._naming`, notifications
+:mod:`napari_lidnet._messages`.
 
 Conventions (see ``docs/architecture.md``):
 
-* Volumes are ``(z, y, x)`` float32 HU; spacing and origin are ``(z, y, x)`` in mm. An image layer gets
-  ``scale = spacing`` and ``translate = origin`` so every layer of one scan lines up in world mm.
-* Boxes are ``xyxy`` float32 in pixels of their slice with edges at pixel borders (a one-pixel lesion at
-  column ``c`` has ``x0 = c, x1 = c + 1``). napari puts pixel *centres* at integer data coordinates, so a
-  border at ``c`` is drawn at data coordinate ``c - 0.5``; :func:`boxes_to_rectangles` and
-  :func:`boxes_from_shapes_layer` apply and undo that half-pixel shift.
-* A rectangle in a 3D shapes layer needs its four corners: an array ``(4, 3)`` of ``(z, y, x)``.
+* Volumes are ``(z, y, x)`` float32 HU; spacing and origin are ``(z, y, x)`` in mm (the origin of a
+  ``CTVolume`` is ``(x, y, z)``, SimpleITK order). An image layer gets ``scale = spacing`` and ``translate`` =
+  the origin in ``(z, y, x)``, so every layer of one scan lines up in world mm.
+* Slices are ``(y, x)``; a slice index is in pixels along the layer's z axis (data coordinates).
 """
 
 from __future__ import annotations
 
-import logging
-import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from src_training.errors import LidnetError
+from src_training.io import CTVolume
 from src_training.windowing import DEFAULT_HU_RANGE, WINDOWS, window_limits
 
-logger = logging.getLogger("napari_lidnet")
+# notify_error / notify_info stay importable from here (tests/test_io_bad_input.py records the reader's
+# notices by patching napari_lidnet._layers.notify_info); they are defined in napari_lidnet._messages.
+from ._messages import notify_error, notify_info
 
 #: Words in BodyPartExamined / SeriesDescription / StudyDescription that mean "chest CT" (lung window).
 CHEST_WORDS = ("chest", "lung", "thorax", "thoracic", "thx", "pulmo")
 
-#: Edge colour of reference (ground-truth) lesion boxes.
-REFERENCE_BOX_COLOR = "#00ff7f"
-#: Edge colour of RPN proposals.
-PROPOSAL_BOX_COLOR = "#4da6ff"
-#: Colormap of detection boxes coloured by score (0 = dark blue, 1 = yellow).
-SCORE_COLORMAP = "plasma"
-
-#: Display names of the denoisers of ``src_training.models.denoisers.DENOISERS`` (lower-case keys).
-def _display_names() -> dict[str, str]:
-    """The core's display names (imported when first needed: importing the models loads torch) plus
-    spellings seen in older files."""
-    from src_training.models.denoisers import DISPLAY_NAMES
-
-    return {**DISPLAY_NAMES, "red_cnn": "RED-CNN", "cpce2d": "CPCE"}
-
-
-# --------------------------------------------------------------------------------------------------
-# errors
-# --------------------------------------------------------------------------------------------------
-def notify_error(exc: BaseException, context: str = "") -> str:
-    """Show a failure to the user as a napari notification (never a traceback dialog).
-
-    Parameters
-    ----------
-    exc : BaseException
-        The error. A :class:`src_training.errors.LidnetError` carries a message meant for the user and is
-        shown as is; any other exception is logged with its traceback (logger ``napari_lidnet``) and shown
-        as ``"<context> failed: <Type>: <message> (details in the log)"``.
-    context : str
-        What was being done, e.g. ``"Denoise"``; prefixed to the message.
-
-    Returns
-    -------
-    str
-        The message that was shown (handy for tests and status bars).
-    """
-    prefix = f"{context}: " if context else ""
-    if isinstance(exc, LidnetError):
-        message = f"{prefix}{exc}"
-        logger.info("napari-lidnet: %s", message)
-    else:
-        message = f"{prefix}unexpected error {type(exc).__name__}: {exc} (details in the log)"
-        logger.error("napari-lidnet: %s", message, exc_info=(type(exc), exc, exc.__traceback__))
-    try:
-        from napari.utils.notifications import show_error
-
-        show_error(message)
-    except Exception:  # noqa: BLE001 - napari missing or notification system down: the log has it
-        logger.error("%s", message)
-    return message
-
-
-def notify_info(message: str) -> None:
-    """Show an information notification in napari (logged when napari is not available)."""
-    logger.info("napari-lidnet: %s", message)
-    try:
-        from napari.utils.notifications import show_info
-
-        show_info(message)
-    except Exception:  # noqa: BLE001
-        pass
+#: File name endings dropped from a source file's name when it becomes a layer name.
+_VOLUME_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,20 +90,15 @@ def default_window_name(metadata: Mapping[str, Any] | None) -> str:
 
 
 def window_to_wl(window: str | tuple[float, float]) -> tuple[float, float]:
-    """Return ``(width, level)`` in HU of a preset name or a ``(W, L)`` pair."""
+    """Return ``(width, level)`` in HU of a preset name (a key of ``WINDOWS``) or a ``(W, L)`` pair.
+
+    Raises
+    ------
+    src_training.errors.ConfigError
+        Unknown preset name or a width <= 0 (from :func:`src_training.windowing.window_limits`).
+    """
     lo, hi = window_limits(window)
     return float(hi - lo), float((hi + lo) / 2.0)
-
-
-def _plain(value: Any) -> Any:
-    """Convert numpy scalars/arrays and tuples into plain Python objects (metadata stays printable)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    return value
 
 
 def _triple(value: Any, default: float) -> tuple[float, float, float]:
@@ -179,7 +117,6 @@ def series_name(metadata: Mapping[str, Any] | None, fallback: str = "CT") -> str
     desc = meta_get(metadata, "SeriesDescription", default="")
     desc = str(desc).strip()
     return desc or fallback
-
 
 # --------------------------------------------------------------------------------------------------
 # image layers
@@ -250,10 +187,8 @@ def image_layer_kwargs(
     if name is None:
         fallback = "CT"
         if source:
-            import os
-
             base = os.path.basename(str(source).rstrip("/\\"))
-            for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".ima"):
+            for ext in _VOLUME_ENDINGS:
                 if base.lower().endswith(ext):
                     base = base[: -len(ext)]
                     break
@@ -354,8 +289,6 @@ def volume_from_layer(layer: Any, data: Any = None) -> Any:
         ``hu`` float32 (z, y, x) HU (a 2D image becomes one slice), spacing (z, y, x) mm, origin (x, y, z) mm,
         direction, ``metadata`` = the DICOM tags kept in the layer (empty dict if none).
     """
-    from src_training.io import CTVolume
-
     if isinstance(layer, Mapping):
         md = dict(layer.get("metadata") or {})
         translate = layer.get("translate")
@@ -433,271 +366,58 @@ def current_slice_index(viewer: Any, layer: Any) -> int:
     return int(min(max(idx, 0), nz - 1))
 
 
-# --------------------------------------------------------------------------------------------------
-# boxes <-> shapes
-# --------------------------------------------------------------------------------------------------
-def boxes_to_rectangles(boxes_by_slice: Mapping[int, Any], ndim: int = 3) -> tuple[list[np.ndarray], np.ndarray]:
-    """Turn boxes per slice into napari rectangles.
 
-    Parameters
-    ----------
-    boxes_by_slice : mapping int -> array (n, 4) or (n, >=4)
-        ``xyxy`` boxes in pixels (edges at pixel borders) of slice ``z`` (the key).
-    ndim : int
-        3 (default): each rectangle is its four corners ``(4, 3)`` of ``(z, y, x)`` in data coordinates;
-        2: ``(4, 2)`` corners ``(y, x)`` (the slice index is dropped).
+def slice_index(viewer: Any, layer: Any) -> int | None:
+    """Index (along the layer's first axis, data coordinates) of the slice the viewer shows for a 3D layer,
+    ``None`` for a 2D layer (scale/translate respected; :func:`current_slice_index`)."""
+    if layer.ndim < 3:
+        return None
+    return current_slice_index(viewer, layer)
 
-    Returns
-    -------
-    rectangles : list of ndarray float32 (4, ndim)
-        Corners in napari data coordinates (pixel centres at integers: borders at ``x0 - 0.5``...),
-        ordered by slice then by input order.
-    slices : ndarray int64 (N,)
-        The slice of each rectangle.
+
+def layer_slice(layer: Any, z: int | None) -> np.ndarray:
+    """(H, W) float32 array (HU) of a 2D layer, or of slice ``z`` of a 3D image layer (a lazy dask slice is
+    read here)."""
+    data = layer.data
+    if layer.ndim < 3:
+        return np.asarray(data, dtype=np.float32)
+    idx = (0,) * (layer.ndim - 3) + (int(z),)
+    return np.asarray(data[idx], dtype=np.float32)
+
+
+def layer_volume(data: Any, layer_name: str) -> np.ndarray:
+    """A CT image layer's data as a float32 ``(z, y, x)`` volume in HU (a 2-D slice becomes ``(1, y, x)``).
+
+    Raises
+    ------
+    src_training.errors.LidnetError
+        The layer is neither a slice nor a volume (the message names ``layer_name``).
     """
-    rects: list[np.ndarray] = []
-    slices: list[int] = []
-    for z in sorted(int(k) for k in boxes_by_slice):
-        arr = boxes_by_slice[z] if z in boxes_by_slice else boxes_by_slice[np.int64(z)]
-        arr = np.asarray(arr, dtype=np.float32).reshape(-1, np.asarray(arr).shape[-1] if np.asarray(arr).size else 4)
-        for b in arr:
-            x0, y0, x1, y1 = (float(v) - 0.5 for v in b[:4])
-            corners2 = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=np.float32)
-            if ndim == 3:
-                corners = np.concatenate([np.full((4, 1), z, dtype=np.float32), corners2], axis=1)
-            else:
-                corners = corners2
-            rects.append(corners)
-            slices.append(z)
-    return rects, np.asarray(slices, dtype=np.int64)
-
-
-def _shape_slice(shape: np.ndarray) -> int:
-    if shape.shape[-1] >= 3:
-        return int(round(float(np.median(shape[:, -3]))))
-    return 0
-
-
-def boxes_from_shapes_data(shapes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`boxes_to_rectangles` for any list of shapes (their bounding boxes).
-
-    Returns
-    -------
-    slices : ndarray int64 (N,)
-    boxes : ndarray float32 (N, 4)
-        ``xyxy`` in pixels, edges at pixel borders.
-    """
-    slices = np.zeros(len(shapes), dtype=np.int64)
-    boxes = np.zeros((len(shapes), 4), dtype=np.float32)
-    for i, s in enumerate(shapes):
-        s = np.asarray(s, dtype=np.float64)
-        slices[i] = _shape_slice(s)
-        ys, xs = s[:, -2], s[:, -1]
-        boxes[i] = (xs.min() + 0.5, ys.min() + 0.5, xs.max() + 0.5, ys.max() + 0.5)
-    return slices, boxes
-
-
-def shapes_records(data: list[np.ndarray], features: Any = None) -> list[dict[str, Any]]:
-    """Rows ``slice, x0, y0, x1, y1, label, score`` of shapes (data coordinates) and their features.
-
-    ``label`` defaults to 1 (lesion) and ``score`` to 1.0 (a reference box) when the features lack them;
-    an ``objectness`` feature is used as the score of RPN proposals.
-    """
-    slices, boxes = boxes_from_shapes_data(list(data))
-    n = len(slices)
-    labels = np.ones(n, dtype=np.int64)
-    scores = np.ones(n, dtype=np.float32)
-    if features is not None and len(features) == n and n:
-        cols = list(getattr(features, "columns", features.keys() if isinstance(features, Mapping) else []))
-        if "label" in cols:
-            labels = np.asarray(features["label"], dtype=np.int64)
-        if "score" in cols:
-            scores = np.asarray(features["score"], dtype=np.float32)
-        elif "objectness" in cols:
-            scores = np.asarray(features["objectness"], dtype=np.float32)
-    return [
-        {
-            "slice": int(slices[i]),
-            "x0": float(boxes[i, 0]),
-            "y0": float(boxes[i, 1]),
-            "x1": float(boxes[i, 2]),
-            "y1": float(boxes[i, 3]),
-            "label": int(labels[i]),
-            "score": float(scores[i]),
-        }
-        for i in range(n)
-    ]
-
-
-def boxes_from_shapes_layer(layer: Any) -> dict[int, np.ndarray]:
-    """Read boxes back from a shapes layer.
-
-    Parameters
-    ----------
-    layer : napari.layers.Shapes
-        Rectangles (or any shapes: their bounding boxes) in the layer's data coordinates, i.e. the pixel
-        grid of the image layer with the same scale/translate.
-
-    Returns
-    -------
-    dict int -> ndarray float32 (n, 4)
-        ``xyxy`` boxes per slice, in pixels with edges at pixel borders (the inverse of
-        :func:`shapes_layer_data`). Slices without boxes are absent.
-    """
-    slices, boxes = boxes_from_shapes_data(list(layer.data))
-    out: dict[int, np.ndarray] = {}
-    for z in np.unique(slices):
-        out[int(z)] = boxes[slices == z].astype(np.float32)
-    return out
-
-
-def shapes_layer_data(
-    boxes_by_slice: Mapping[int, Any],
-    *,
-    name: str = "lesion boxes",
-    like: Any = None,
-    scale: tuple[float, ...] | None = None,
-    translate: tuple[float, ...] | None = None,
-    features: Mapping[str, Any] | None = None,
-    edge_color: Any = REFERENCE_BOX_COLOR,
-    edge_width: float = 1.5,
-    text: Any = None,
-    metadata: Mapping[str, Any] | None = None,
-    ndim: int = 3,
-) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Data and keyword arguments of ``viewer.add_shapes`` for boxes per slice.
-
-    Parameters
-    ----------
-    boxes_by_slice : mapping int -> (n, 4)
-        ``xyxy`` boxes in pixels per slice (architecture conventions).
-    name : str
-        Layer name.
-    like : napari.layers.Image or dict, optional
-        Image layer (or its layer-data kwargs) whose ``scale``/``translate`` the rectangles follow.
-    scale, translate : tuple, optional
-        Override ``like``'s.
-    features : mapping of column -> array (N,), optional
-        Per-rectangle features, in the order of :func:`boxes_to_rectangles` (slice, then input order).
-        ``slice`` is always added.
-    edge_color : colour or feature name
-        Default: a bright green; pass ``"score"`` with ``edge_colormap`` in ``kwargs`` to colour by score.
-    edge_width : float
-        In screen pixels (``edge_width_is_relative`` is not used by napari shapes; width is in data units
-        scaled by the layer; 1.5 reads well on 512-pixel slices).
-    text : dict or str, optional
-        napari text spec, e.g. ``{"string": "{score:.2f}", ...}``.
-    metadata : mapping, optional
-        Layer metadata.
-    ndim : int
-        3 for volumes (four corners per rectangle), 2 for single images.
-
-    Returns
-    -------
-    data : list of ndarray (4, ndim)
-    kwargs : dict
-        ``name, shape_type='rectangle', ndim, edge_color, face_color='transparent', edge_width, scale,
-        translate, features, metadata`` (+ ``text``).
-    """
-    rects, slices = boxes_to_rectangles(boxes_by_slice, ndim=ndim)
-    feats: dict[str, Any] = {"slice": slices}
-    if features:
-        for k, v in features.items():
-            feats[k] = np.asarray(v)
-    if like is not None:
-        if isinstance(like, Mapping):
-            scale = scale if scale is not None else like.get("scale")
-            translate = translate if translate is not None else like.get("translate")
-        else:
-            scale = scale if scale is not None else tuple(like.scale)
-            translate = translate if translate is not None else tuple(like.translate)
-    kwargs: dict[str, Any] = {
-        "name": name,
-        "shape_type": "rectangle",
-        "ndim": ndim,
-        "edge_color": edge_color,
-        "face_color": "transparent",
-        "edge_width": edge_width,
-        "opacity": 1.0,
-        "features": feats,
-        "metadata": dict(metadata or {}),
-    }
-    if scale is not None:
-        kwargs["scale"] = tuple(float(s) for s in list(scale)[-ndim:])
-    if translate is not None:
-        kwargs["translate"] = tuple(float(t) for t in list(translate)[-ndim:])
-    if text is not None:
-        kwargs["text"] = text
-    return rects, kwargs
-
-
-def replace_rectangles(layer: Any, rectangles: list[np.ndarray], features: Mapping[str, Any]) -> None:
-    """Replace every shape of a shapes layer by ``rectangles`` with ``features`` (one row each), keeping
-    the layer's colours, colormap, text and position in the layer list.
-
-    Parameters
-    ----------
-    layer : napari.layers.Shapes
-    rectangles : list of ndarray (4, ndim)
-        Corners in data coordinates (see :func:`boxes_to_rectangles`).
-    features : mapping column -> array (N,)
-    """
-    import pandas as pd
-
-    if layer.nshapes:
-        layer.selected_data = set(range(layer.nshapes))
-        layer.remove_selected()
-    if rectangles:
-        layer.add_rectangles(list(rectangles))
-    layer.features = pd.DataFrame({k: np.asarray(v) for k, v in features.items()})
-    try:
-        layer.refresh_colors(update_color_mapping=False)
-    except Exception:  # noqa: BLE001 - colours by direct value: nothing to refresh
-        pass
-    layer.refresh()
-
-
-def denoiser_display_name(model_name: str, method: str | None = None) -> str:
-    """Human name of a denoiser for layer names, e.g. ``("redcnn", "lidnet") -> "RED-CNN (LIDnet)"``."""
-    key = str(model_name).strip().lower().replace("-", "")
-    base = _display_names().get(key, str(model_name))
-    if method:
-        m = str(method).strip().lower()
-        label = {"lidnet": "LIDnet", "baseline": "baseline"}.get(m, str(method))
-        return f"{base} ({label})"
-    return base
-
-
-def finite_or(value: Any, default: float) -> float:
-    """``float(value)`` when finite, else ``default``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return default
-    return v if math.isfinite(v) else default
+    vol = np.asarray(data, dtype=np.float32)
+    if vol.ndim == 2:
+        vol = vol[None]
+    if vol.ndim != 3:
+        raise LidnetError(f"Layer '{layer_name}' has {vol.ndim} dimensions; a CT slice or volume is needed.")
+    return vol
 
 
 __all__ = [
     "CHEST_WORDS",
     "WINDOWS",
-    "boxes_from_shapes_data",
-    "boxes_from_shapes_layer",
-    "boxes_to_rectangles",
     "current_slice_index",
     "default_window_name",
-    "denoiser_display_name",
     "derived_image_kwargs",
-    "volume_from_layer",
     "image_layer_kwargs",
     "is_chest_ct",
     "layer_hu_range",
+    "layer_slice",
     "layer_spacing",
+    "layer_volume",
     "meta_get",
     "notify_error",
     "notify_info",
-    "replace_rectangles",
     "series_name",
-    "shapes_layer_data",
-    "shapes_records",
+    "slice_index",
+    "volume_from_layer",
     "window_to_wl",
 ]

@@ -26,7 +26,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._layers import image_layer_kwargs, notify_error
+import pydicom
+
+from src_training.errors import CTLoadError
+from src_training.io import list_series, load_ct
+
+from . import _layers
+from ._layers import image_layer_kwargs
+from ._messages import notify_error
 
 #: File name endings of volume files we read (lower case).
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -112,8 +119,6 @@ def napari_get_reader(path: str | Sequence[str]) -> Callable[[Any], list] | None
 
 def _series_nbytes(info: Any) -> int:
     """float32 size of a DICOM series from its first header (0 when unknown)."""
-    import pydicom
-
     try:
         ds = pydicom.dcmread(info.files[0], stop_before_pixels=True)
         return 4 * int(info.n_files) * int(ds.Rows) * int(ds.Columns)
@@ -145,10 +150,9 @@ def read_layers(path: str | os.PathLike) -> list[LayerData]:
     src_training.errors.CTLoadError
         Unreadable input (message says which file and what to do).
     """
-    from src_training.errors import CTLoadError
-    from src_training.io import list_series, load_ct
-
-    from ._layers import notify_info
+    # notices go through ``_layers.notify_info`` looked up at call time: tests/test_io_bad_input.py records
+    # them by patching that name (the function itself is napari_lidnet._messages.notify_info)
+    notify_info = _layers.notify_info
 
     def on_slice_error(exc: Exception) -> None:
         notify_error(exc, "Open CT (slice shown as -1024 HU)")

@@ -12,7 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ._layers import REFERENCE_BOX_COLOR, image_layer_kwargs, shapes_layer_data
+from src_training.sample import load_sample_case, sample_dir
+from src_training.simulation import cached_simulate_ldct
+
+from ._boxes import REFERENCE_BOX_COLOR, shapes_layer_data
+from ._layers import image_layer_kwargs
 
 #: Sample case shown by the sample-data menu.
 SAMPLE_CASE = "lung2"
@@ -22,25 +26,11 @@ SAMPLE_SEED = 0
 
 
 def ldct_cache_dir() -> Path:
-    """Folder of the core's simulation cache: ``$LIDNET_CACHE_DIR`` if set, else the core demo's default
-    (``<sample data folder>/.cache``)."""
+    """Folder of the core's simulation cache: ``$LIDNET_CACHE_DIR`` if set, else the folder the core's demo
+    uses by default (``<sample data folder>/.cache``, see ``src_training.demo.run_demo``)."""
     env = os.environ.get("LIDNET_CACHE_DIR")
     if env:
         return Path(env)
-    try:  # the demo module may define its own default; use it when present
-        from src_training import demo  # noqa: PLC0415
-
-        for attr in ("DEFAULT_CACHE_DIR", "CACHE_DIR"):
-            val = getattr(demo, attr, None)
-            if val:
-                return Path(val() if callable(val) else val)
-        fn = getattr(demo, "default_cache_dir", None)
-        if callable(fn):
-            return Path(fn())
-    except Exception:  # noqa: BLE001 - demo not importable: fall back to the documented default
-        pass
-    from src_training.sample import sample_dir
-
     return sample_dir() / ".cache"
 
 
@@ -66,8 +56,6 @@ def sample_ndct() -> list[tuple]:
     LidnetError
         The bundled sample data is missing (the message says how to rebuild it).
     """
-    from src_training.sample import load_sample_case
-
     case = load_sample_case(SAMPLE_CASE)
     kwargs = image_layer_kwargs(case.ndct, name=f"{case.name} NDCT", window="lung")
     return [(case.ndct.hu, kwargs, "image"), _boxes_layer(case, kwargs)]
@@ -79,9 +67,6 @@ def sample_ldct() -> list[tuple]:
 
     The first call simulates every slice (tens of seconds on a CPU); later calls read the cache.
     """
-    from src_training.sample import load_sample_case
-    from src_training.simulation import cached_simulate_ldct
-
     case = load_sample_case(SAMPLE_CASE)
     vol = case.ndct
     cache = ldct_cache_dir()

@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import denoiser_display_name, shapes_records, volume_from_layer, window_to_wl
+from src_training.annotations import write_boxes_csv as core_write_boxes_csv
+from src_training.errors import OutputExistsError
+from src_training.io import write_dicom_series as core_write_dicom_series
+from src_training.io import write_volume
+
+from ._boxes import shapes_records
+from ._layers import volume_from_layer, window_to_wl
+from ._naming import denoiser_display_name
 
 
 def free_name(path: str | os.PathLike) -> Path:
@@ -39,8 +46,6 @@ def free_name(path: str | os.PathLike) -> Path:
 
 def _refuse_existing(p: Path, what: str) -> None:
     """Raise OutputExistsError when ``p`` holds data (a file, or a non-empty folder)."""
-    from src_training.errors import OutputExistsError
-
     if p.is_dir():
         if not any(p.iterdir()):
             return
@@ -109,8 +114,6 @@ def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
     CTWriteError
         Bad data (NaN, wrong dimensions) or an unwritable folder.
     """
-    from src_training.io import write_dicom_series as core_write
-
     out_dir = _series_folder(path)
     _refuse_existing(out_dir, "DICOM series")
     vol = volume_from_layer(meta, data)
@@ -127,7 +130,7 @@ def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
             }
         except Exception:  # noqa: BLE001 - the core's default window is used
             extra = {}
-    files = core_write(
+    files = core_write_dicom_series(
         vol.hu,
         out_dir,
         spacing=vol.spacing,
@@ -166,8 +169,6 @@ def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
     CTWriteError
         Bad data or an unwritable destination (which is then left untouched).
     """
-    from src_training.io import write_volume
-
     p = Path(path)
     if not p.name.lower().endswith((".nii", ".nii.gz")):
         p = p.with_name(p.name + ".nii.gz")
@@ -202,8 +203,6 @@ def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
     OutputExistsError
         The file exists (nothing written; the message names a free name).
     """
-    from src_training.annotations import write_boxes_csv as core_write
-
     p = Path(path)
     if p.suffix.lower() != ".csv":
         p = p.with_name(p.name + ".csv")
@@ -217,7 +216,7 @@ def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
         boxes.setdefault(z, []).append([r["x0"], r["y0"], r["x1"], r["y1"]])
         labels.setdefault(z, []).append(r["label"])
         scores.setdefault(z, []).append(r["score"])
-    out = core_write(
+    out = core_write_boxes_csv(
         {z: np.asarray(b, dtype=np.float32) for z, b in boxes.items()},
         p,
         labels={z: np.asarray(v, dtype=np.int64) for z, v in labels.items()},

@@ -17,7 +17,7 @@ pytest.importorskip("napari")
 from src_training.io import write_dicom_series as core_write_series  # noqa: E402
 from src_training.sample import sample_dir  # noqa: E402
 
-from napari_lidnet import _layers  # noqa: E402
+from napari_lidnet import _boxes, _layers, _messages  # noqa: E402
 from napari_lidnet._reader import NO_LAYERS, napari_get_reader, read_ct  # noqa: E402
 from napari_lidnet._writer import write_boxes_csv, write_dicom_series, write_nifti  # noqa: E402
 
@@ -176,11 +176,11 @@ def test_boxes_csv_writer(tiny_ct, tmp_path):
 
     vol, boxes = tiny_ct
     n = sum(len(b) for b in boxes.values())
-    data, kw = _layers.shapes_layer_data(boxes, features={"score": np.linspace(0.9, 0.5, n), "label": [1] * n})
+    data, kw = _boxes.shapes_layer_data(boxes, features={"score": np.linspace(0.9, 0.5, n), "label": [1] * n})
     layer = Shapes(data, **kw)
     assert all(np.asarray(s).shape == (4, 3) for s in layer.data)
     # the rectangles sit on their slices and read back to the same boxes
-    back = _layers.boxes_from_shapes_layer(layer)
+    back = _boxes.boxes_from_shapes_layer(layer)
     assert sorted(back) == sorted(boxes)
     for z in boxes:
         assert np.allclose(back[z], boxes[z], atol=1e-4)
@@ -222,12 +222,11 @@ def test_sample_ldct_uses_core_cache(tiny_ct, tmp_path, monkeypatch):
     """The LDCT sample calls the core's cached simulation (N0 1000, seed 0) in the cache folder; here on the
     tiny crop for speed (the real sample is the same code on the full case)."""
     import napari_lidnet._sample_data as sd
-    import src_training.sample as core_sample
     from src_training.sample import SampleCase
     from src_training.simulation import simulate_ldct
 
     vol, boxes = tiny_ct
-    monkeypatch.setattr(core_sample, "load_sample_case",
+    monkeypatch.setattr(sd, "load_sample_case",
                         lambda name: SampleCase(name, vol, np.zeros(vol.hu.shape, np.uint8), boxes))
     monkeypatch.setenv("LIDNET_CACHE_DIR", str(tmp_path / "cache"))
     [(ldct, kw, kind)] = sd.sample_ldct()
@@ -249,9 +248,9 @@ def test_window_choice_from_metadata():
 def test_notify_error_only_user_message_for_lidnet_errors(notifications, caplog):
     from src_training.errors import CheckpointError
 
-    msg = _layers.notify_error(CheckpointError("file x.pt is corrupt"), "Denoise")
+    msg = _messages.notify_error(CheckpointError("file x.pt is corrupt"), "Denoise")
     assert msg == "Denoise: file x.pt is corrupt"
-    msg2 = _layers.notify_error(RuntimeError("boom"), "Denoise")
+    msg2 = _messages.notify_error(RuntimeError("boom"), "Denoise")
     assert "RuntimeError" in msg2 and "boom" in msg2
     assert any("boom" in r.getMessage() for r in caplog.records)
     assert [str(n.message) for n in notifications.errors()][-2:] == [msg, msg2]

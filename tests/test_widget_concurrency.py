@@ -18,7 +18,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-import napari_lidnet._widgets.compare  # noqa: E402,F401 - keeps triton out of this process (see test_train_widget)
+import napari_lidnet  # noqa: E402,F401 - the plugin's start-up keeps triton out of this process (its docstring)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ pytest.importorskip("pytestqt")
 from src_training.evaluation import detection_ap, glcm_features, image_metrics  # noqa: E402
 from src_training.windowing import DEFAULT_HU_RANGE, hu_to_unit  # noqa: E402
 
-from napari_lidnet._layers import shapes_layer_data  # noqa: E402
+from napari_lidnet._boxes import shapes_layer_data  # noqa: E402
 
 SCALE = (2.5, 0.7, 0.7)  # (z, y, x) mm: the widgets must work in data coordinates, not world
 BOXES = {1: np.array([[20, 22, 36, 38]], np.float32), 2: np.array([[8, 8, 20, 16], [40, 30, 56, 50]], np.float32)}
@@ -50,8 +50,10 @@ def viewer_with_layers(make_napari_viewer):
     return viewer, {"NDCT": ndct, "LDCT": ldct, "REDCNN baseline": base, "REDCNN LIDnet": lid}
 
 
-def test_compare_table_equals_image_metrics(viewer_with_layers, qtbot):
+def test_compare_table_equals_image_metrics(viewer_with_layers, qtbot, monkeypatch):
     from napari_lidnet._widgets.compare import CompareWidget
+
+    monkeypatch.delenv("LIDNET_SYNC", raising=False)
 
     viewer, vols = viewer_with_layers
     w = CompareWidget(viewer)
@@ -85,6 +87,13 @@ def test_compare_table_equals_image_metrics(viewer_with_layers, qtbot):
     assert res_all["LDCT"]["psnr_roi"] == pytest.approx(np.mean([per[1]["psnr_roi"], per[2]["psnr_roi"]]), rel=1e-12)
     assert res_all["LDCT"]["n_boxes"] == 3
 
+    # the Compute button runs the same computation in a thread worker (TaskRunner) and fills the table
+    w.results = {}
+    w.compute_btn.native.click()  # the Qt button of the magicgui PushButton -> _on_compute_clicked
+    qtbot.waitUntil(lambda: bool(w.results) and not w.runner.running, timeout=60000)
+    assert w.results["LDCT"]["ssim"] == pytest.approx(res_all["LDCT"]["ssim"], rel=1e-12)
+    assert w.runner.last_error is None and "mean over all 4 slices" in w.scope_label.text()
+
 
 def test_compare_grid_difference_maps_and_detections(viewer_with_layers, qtbot):
     from napari_lidnet._widgets.compare import CompareWidget
@@ -116,16 +125,32 @@ def test_compare_grid_difference_maps_and_detections(viewer_with_layers, qtbot):
     assert "n_detections" not in res["LDCT"]
 
 
-def test_radiomics_click_on_box_equals_glcm_features(viewer_with_layers, qtbot, tmp_path):
+def test_radiomics_click_on_box_equals_glcm_features(viewer_with_layers, qtbot, tmp_path, monkeypatch):
+    import threading
+
+    import napari_lidnet._widgets.radiomics as radiomics
     from napari_lidnet._widgets.radiomics import RadiomicsWidget
 
+    monkeypatch.delenv("LIDNET_SYNC", raising=False)
+    threads = set()
+    real_glcm = radiomics.glcm_features
+
+    def glcm(*args, **kwargs):  # pyradiomics, recording the thread it runs in
+        threads.add(threading.get_ident())
+        return real_glcm(*args, **kwargs)
+
+    monkeypatch.setattr(radiomics, "glcm_features", glcm)
     viewer, vols = viewer_with_layers
     w = RadiomicsWidget(viewer)
     qtbot.addWidget(w)
     assert w.boxes_combo.currentText() == "lesion boxes" and w.ref_combo.currentText() == "NDCT"
     w.class_checks["firstorder"].setChecked(True)
     # world coordinate inside box [20, 22, 36, 38] of slice 1: pixel (y=30, x=28)
-    rows = w.measure_at((1 * SCALE[0], 30 * SCALE[1], 28 * SCALE[2]))
+    worker = w.measure_at((1 * SCALE[0], 30 * SCALE[1], 28 * SCALE[2]))
+    assert worker is not None  # a thread worker: pyradiomics does not run in the GUI thread
+    qtbot.waitUntil(lambda: not w.runner.running, timeout=60000)
+    assert threads and threading.get_ident() not in threads
+    rows = w.rows
     assert [r["layer"] for r in rows] == ["LDCT", "REDCNN baseline", "REDCNN LIDnet", "NDCT"]
     ref = glcm_features(vols["NDCT"][1], BOXES[1][0], spacing_mm=SCALE[1:], feature_classes=("glcm", "firstorder"))
     for r in rows:
@@ -173,7 +198,8 @@ def test_radiomics_mouse_click_and_point_roi(viewer_with_layers, qtbot):
     press.type = "mouse_release"
     with pytest.raises(StopIteration):
         next(gen)
-    assert w.rows and w.rows[0]["box"] == pytest.approx([7, 45, 17, 55])
+    qtbot.waitUntil(lambda: bool(w.rows) and not w.runner.running, timeout=60000)
+    assert w.rows[0]["box"] == pytest.approx([7, 45, 17, 55])
     exp = glcm_features(vols["LDCT"][1], [7, 45, 17, 55], spacing_mm=SCALE[1:])
     assert w.rows[0]["features"]["correlation"] == pytest.approx(exp["correlation"], rel=1e-12)
 
@@ -187,5 +213,5 @@ def test_radiomics_mouse_click_and_point_roi(viewer_with_layers, qtbot):
     press.type = "mouse_release"
     with pytest.raises(StopIteration):
         next(gen)
-    assert w.rows == []
+    assert not w.runner.running and w.rows == []  # nothing was started
     assert not math.isnan(exp["energy"])

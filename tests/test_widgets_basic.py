@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari_lidnet._layers import image_layer_kwargs, shapes_layer_data  # noqa: E402
+from napari_lidnet._boxes import shapes_layer_data  # noqa: E402
+from napari_lidnet._layers import image_layer_kwargs  # noqa: E402
 
 
 @pytest.fixture

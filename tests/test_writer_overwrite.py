@@ -53,7 +53,7 @@ def test_napari_dicom_writer_refuses_a_non_empty_folder_and_names_a_new_one(tmp_
 
 
 def test_napari_nifti_and_csv_writers_refuse_existing_files(tmp_path):
-    from napari_lidnet._layers import shapes_layer_data
+    from napari_lidnet._boxes import shapes_layer_data
     from napari_lidnet._writer import write_boxes_csv, write_nifti
 
     nii = write_nifti(str(tmp_path / "ct.nii.gz"), _hu(5.0), _meta())[0]

@@ -30,30 +30,29 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from src_training.errors import LidnetError
+from src_training.evaluation import detection_ap, image_metrics
 from src_training.windowing import DEFAULT_HU_RANGE, hu_to_unit
 
-
-def block_triton() -> None:
-    """Keep ``triton`` from loading in the napari process.
-
-    Loading triton's LLVM-based extension after napari has opened its OpenGL canvas on Mesa (llvmpipe, e.g.
-    under Xvfb) crashes the process (segmentation fault in ``triton/knobs.py``); torch imports it lazily
-    (torchmetrics, torchvision detection). Eager inference does not need triton, so the GUI process marks it
-    unavailable (``import triton`` then raises ImportError, which torch handles). The training process
-    (``python -m src_training``) is unaffected.
-    """
-    import sys
-
-    if "triton" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment]
-
-
-block_triton()
+from .._boxes import boxes_on_slice
+from .._layers import layer_slice, slice_index
+from .._messages import notify_error
+from ._layer_choice import (
+    DIFFERENCE_ROLE,
+    NONE,
+    LayerFollower,
+    box_layers,
+    guess_name,
+    image_layers,
+    is_detection_layer,
+    layer_by_name,
+    refill_combo,
+    shapes_layers,
+)
+from ._tasks import TaskRunner, run_controls
 
 if TYPE_CHECKING:
     import napari
-
-NONE = "(none)"
 
 #: Roles of the compare widget, in display order (role key, label).
 ROLES: tuple[tuple[str, str], ...] = (
@@ -78,109 +77,8 @@ METRIC_ROWS: tuple[tuple[str, str, str, bool | None], ...] = (
     ("ap50", "detection AP-50", "{:.3f}", True),
 )
 
-DIFF_ROLE = "lidnet_difference"
-
 
 # ----------------------------------------------------------------------------------------------- helpers
-def notify_error(exc: BaseException | str, context: str = "") -> str:
-    """Show an error to the user via the plugin's shared :func:`napari_lidnet._layers.notify_error`."""
-    from src_training.errors import LidnetError
-
-    from napari_lidnet._layers import notify_error as _notify
-
-    return _notify(exc if isinstance(exc, BaseException) else LidnetError(str(exc)), context)
-
-
-def image_layers(viewer: "napari.Viewer", include_derived: bool = True) -> list:
-    """Image layers of the viewer (bottom to top), optionally without this plugin's difference maps."""
-    from napari.layers import Image
-
-    out = [ly for ly in viewer.layers if isinstance(ly, Image) and not getattr(ly, "rgb", False)]
-    if not include_derived:
-        out = [ly for ly in out if ly.metadata.get("lidnet_role") != DIFF_ROLE]
-    return out
-
-
-def shapes_layers(viewer: "napari.Viewer") -> list:
-    """Shapes layers of the viewer (bottom to top)."""
-    from napari.layers import Shapes
-
-    return [ly for ly in viewer.layers if isinstance(ly, Shapes)]
-
-
-def slice_index(viewer: "napari.Viewer", layer) -> int | None:
-    """Index (along the layer's first axis, data coordinates) of the slice the viewer shows for a 3D layer,
-    ``None`` for a 2D layer (scale/translate respected; :func:`napari_lidnet._layers.current_slice_index`)."""
-    from napari_lidnet._layers import current_slice_index
-
-    if layer.ndim < 3:
-        return None
-    return current_slice_index(viewer, layer)
-
-
-def layer_slice(layer, z: int | None) -> np.ndarray:
-    """(H, W) float32 array of a 2D layer or slice ``z`` of a 3D image layer (HU)."""
-    data = layer.data
-    if layer.ndim < 3:
-        return np.asarray(data, dtype=np.float32)
-    idx = (0,) * (layer.ndim - 3) + (int(z),)
-    return np.asarray(data[idx], dtype=np.float32)
-
-
-def _vertices_in_image(shapes_layer, verts: np.ndarray, image_layer) -> np.ndarray:
-    """Vertices (k, shapes.ndim) in shapes data coords -> (k, image.ndim) in image data coords via world."""
-    out = []
-    for v in np.asarray(verts, dtype=float):
-        w = np.asarray(shapes_layer.data_to_world(v), dtype=float)
-        out.append(np.asarray(image_layer.world_to_data(w), dtype=float))
-    return np.asarray(out)
-
-
-def boxes_on_slice(shapes_layer, image_layer, z: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rectangles of a shapes layer that lie on slice ``z`` of ``image_layer``, as xyxy pixel boxes.
-
-    The shapes' vertices are mapped through world coordinates into the image layer's pixel grid (so a
-    shapes layer with another scale/translate still works), then converted with the plugin's convention
-    (:func:`napari_lidnet._layers.boxes_from_shapes_data`: napari pixel centres at integers, box edges at
-    pixel borders, i.e. corner + 0.5). A 2D shapes layer applies to every slice.
-
-    Parameters
-    ----------
-    shapes_layer : napari Shapes layer
-        Rectangles (or any shapes: their bounding boxes are used).
-    image_layer : napari Image layer
-        The layer whose pixel grid the boxes are expressed in.
-    z : int or None
-        Slice index in ``image_layer`` (None for a 2D image).
-
-    Returns
-    -------
-    boxes : (n, 4) float32
-        ``x0, y0, x1, y1`` in pixels of the image slice.
-    scores : (n,) float32 or None
-        The ``score`` (else ``objectness``) feature of those shapes when the layer has one (detections),
-        else None.
-    """
-    from napari_lidnet._layers import boxes_from_shapes_data
-
-    data = list(shapes_layer.data)
-    if not data:
-        return np.zeros((0, 4), np.float32), None
-    mapped = [_vertices_in_image(shapes_layer, v, image_layer) for v in data]
-    slices, boxes = boxes_from_shapes_data(mapped)
-    keep = np.ones(len(boxes), dtype=bool)
-    if image_layer.ndim >= 3 and z is not None and shapes_layer.ndim >= 3:
-        keep = slices == int(z)
-    keep &= (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    feats = getattr(shapes_layer, "features", None)
-    cols = list(getattr(feats, "columns", []))
-    score_col = "score" if "score" in cols else ("objectness" if "objectness" in cols else None)
-    scores = None
-    if score_col is not None and len(feats) == len(data):
-        scores = np.asarray(feats[score_col], dtype=np.float32)[keep]
-    return boxes[keep].astype(np.float32), scores
-
-
 def _fmt(value: float, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -211,8 +109,9 @@ def _guess(names: list[str], role: str) -> str | None:
     return None
 
 
-def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The numbers of the compare table (thread-safe: reads arrays only; no layer is modified).
+def metric_rows_work(payload: dict[str, Any]):
+    """Progress generator computing the numbers of the compare table (runs in a worker thread: reads
+    arrays only; no layer is modified).
 
     For every compared layer and slice: :func:`src_training.evaluation.image_metrics` of ``hu_to_unit(slice)``
     against ``hu_to_unit(NDCT slice)`` (model HU range ``DEFAULT_HU_RANGE``) with that slice's lesion boxes;
@@ -226,13 +125,23 @@ def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
         (per slice (n, 4) xyxy pixels), ``has_boxes``, ``items`` (``name``, ``layer``, ``dets`` per slice
         (boxes, scores) or None).
 
+    Yields
+    ------
+    (done, total, message)
+        One step per (layer, slice).
+
     Returns
     -------
     dict layer name -> metrics dict
-    """
-    from src_training.evaluation import detection_ap, image_metrics
 
+    Raises
+    ------
+    LidnetError
+        Shape mismatch (from image_metrics).
+    """
     ref, zs = payload["ref"], payload["zs"]
+    total = max(len(payload["items"]) * len(zs), 1)
+    done = 0
     results: dict[str, dict[str, float]] = {}
     for it in payload["items"]:
         ly, dets = it["layer"], it["dets"]
@@ -249,6 +158,8 @@ def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
                 preds.append({"boxes": db, "scores": ds if ds is not None else np.ones(len(db), np.float32)})
                 targets.append({"boxes": boxes})
             per.append(m)
+            done += 1
+            yield (done, total, f"metrics of {it['name']}: slice {i + 1}/{len(zs)}")
         if len(per) == 1:
             agg = dict(per[0])
         else:
@@ -260,6 +171,16 @@ def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
             agg["ap50"] = float(detection_ap(preds, targets)["ap50"])
         results[it["name"]] = agg
     return results
+
+
+def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """:func:`metric_rows_work` run to its end in the calling thread; returns its result."""
+    gen = metric_rows_work(payload)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
 
 
 # ----------------------------------------------------------------------------------------------- widget
@@ -278,6 +199,9 @@ class CompareWidget(QWidget):
         ``ap50`` when a detections layer is found). With "all slices" these are means over slices.
     table : QTableWidget
         Rows = metrics, columns = compared layers.
+    runner : TaskRunner
+        Runs "Compute metrics" (:func:`metric_rows_work`) in a worker thread; :meth:`compute_metrics` is
+        the synchronous form for scripts.
     """
 
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None):
@@ -313,10 +237,13 @@ class CompareWidget(QWidget):
         self.side_btn = QPushButton("Side by side")
         self.side_btn.setCheckable(True)
         self.side_btn.setToolTip("napari grid mode: one cell per image, camera and slice linked.")
-        self.compute_btn = QPushButton("Compute metrics")
+        # Compute metrics runs in a worker thread through the plugin's TaskRunner (progress bar, Cancel)
+        self.compute_btn, self.cancel_btn, self.progress, self.status = run_controls("Compute metrics")
+        self.runner = TaskRunner("Compare", self.compute_btn, self.cancel_btn, self.progress, self.status)
         btn_row = QHBoxLayout()
         btn_row.addWidget(self.side_btn)
-        btn_row.addWidget(self.compute_btn)
+        btn_row.addWidget(self.compute_btn.native)
+        btn_row.addWidget(self.cancel_btn.native)
 
         lo, hi = DEFAULT_HU_RANGE
         self.header = QLabel(
@@ -337,55 +264,27 @@ class CompareWidget(QWidget):
         layout.addLayout(diff_row)
         layout.addWidget(self.all_slices_check)
         layout.addLayout(btn_row)
+        layout.addWidget(self.progress.native)
+        layout.addWidget(self.status.native)
         layout.addWidget(self.header)
         layout.addWidget(self.scope_label)
         layout.addWidget(self.table, stretch=1)
 
         self.side_btn.toggled.connect(self._on_side_toggled)
-        self.compute_btn.clicked.connect(self._on_compute_clicked)
-        ev = self.viewer.layers.events
-        ev.inserted.connect(self.refresh_choices)
-        ev.removed.connect(self.refresh_choices)
-        ev.reordered.connect(self.refresh_choices)
-        for ly in self.viewer.layers:
-            ly.events.name.connect(self.refresh_choices)
-        ev.inserted.connect(self._connect_name)
+        self.compute_btn.changed.connect(self._on_compute_clicked)
+        self._follower = LayerFollower(self.viewer, self.refresh_choices)
         self.refresh_choices()
 
     # ------------------------------------------------------------------ choices
-    def _connect_name(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            layer.events.name.connect(self.refresh_choices)
-
     def refresh_choices(self, event=None) -> None:
         """Refill the layer choosers (keeps the current choices when the layers still exist; guesses the
-        roles from layer names - LDCT, baseline/REDCNN/CPCE, LIDnet, NDCT - for empty choices)."""
+        roles from layer names - LDCT, baseline/REDCNN/CPCE, LIDnet, NDCT - for empty choices; detections,
+        RPN proposals and the radiomics ROI are not offered as lesion boxes)."""
         names = [ly.name for ly in image_layers(self.viewer, include_derived=False)]
         for key, cb in self.combos.items():
-            cur = cb.currentText()
-            cb.blockSignals(True)
-            cb.clear()
-            cb.addItems([NONE, *names])
-            target = cur if cur in names else _guess(names, key)
-            cb.setCurrentText(target if target else NONE)
-            cb.blockSignals(False)
-        snames = [
-            ly.name
-            for ly in shapes_layers(self.viewer)
-            if not self._is_detection_layer(ly) and (ly.metadata or {}).get("kind") != "rpn proposals"
-            and ly.name != "radiomics ROI"
-        ]
-        cur = self.boxes_combo.currentText()
-        self.boxes_combo.blockSignals(True)
-        self.boxes_combo.clear()
-        self.boxes_combo.addItems([NONE, *snames])
-        if cur in snames:
-            self.boxes_combo.setCurrentText(cur)
-        else:
-            guess = next((n for n in snames if "box" in n.lower() or "lesion" in n.lower()), None)
-            self.boxes_combo.setCurrentText(guess or NONE)
-        self.boxes_combo.blockSignals(False)
+            refill_combo(cb, names, _guess(names, key))
+        snames = [ly.name for ly in box_layers(self.viewer)]
+        refill_combo(self.boxes_combo, snames, guess_name(snames, ("box", "lesion")))
 
     def set_layers(self, ldct=None, baseline=None, lidnet=None, ndct=None, boxes=None) -> None:
         """Choose the compared layers programmatically (layer objects or names; None = "(none)")."""
@@ -395,39 +294,24 @@ class CompareWidget(QWidget):
         name = getattr(boxes, "name", boxes)
         self.boxes_combo.setCurrentText(name if name else NONE)
 
-    def _layer(self, name: str):
-        if not name or name == NONE or name not in self.viewer.layers:
-            return None
-        return self.viewer.layers[name]
-
     def chosen(self) -> dict[str, Any]:
         """The chosen layers: role -> napari layer or None (roles ldct, baseline, lidnet, ndct, boxes)."""
-        out = {key: self._layer(cb.currentText()) for key, cb in self.combos.items()}
-        out["boxes"] = self._layer(self.boxes_combo.currentText())
+        out = {key: layer_by_name(self.viewer, cb.currentText()) for key, cb in self.combos.items()}
+        out["boxes"] = layer_by_name(self.viewer, self.boxes_combo.currentText())
         return out
-
-    @staticmethod
-    def _is_detection_layer(layer) -> bool:
-        md = layer.metadata or {}
-        return bool(
-            md.get("lidnet_role") in ("detections", "detection")
-            or md.get("kind") == "detections"
-            or "detection" in layer.name.lower()
-            or "detect" in layer.name.lower()
-        )
 
     def detection_layer_for(self, image_layer):
         """The detections shapes layer produced from ``image_layer`` (metadata ``source_layer`` / ``image``
         naming it, or a name starting with the image's name and containing "detect"), or None."""
         for ly in shapes_layers(self.viewer):
-            if not self._is_detection_layer(ly):
+            if not is_detection_layer(ly):
                 continue
             md = ly.metadata or {}
             src = md.get("source") or md.get("derived_from") or md.get("source_layer") or md.get("image")
             if src == image_layer.name:
                 return ly
         for ly in shapes_layers(self.viewer):
-            if self._is_detection_layer(ly) and (
+            if is_detection_layer(ly) and (
                 ly.name.startswith(image_layer.name) or ly.name.endswith(f"({image_layer.name})")
             ):
                 return ly
@@ -482,7 +366,7 @@ class CompareWidget(QWidget):
                     contrast_limits=(-rng, rng),
                     scale=ly.scale,
                     translate=ly.translate,
-                    metadata={"lidnet_role": DIFF_ROLE, "source_layer": ly.name, "reference": ref.name},
+                    metadata={"lidnet_role": DIFFERENCE_ROLE, "source_layer": ly.name, "reference": ref.name},
                 )
             out.append(dl)
         return out
@@ -501,7 +385,7 @@ class CompareWidget(QWidget):
                 for ly in self.viewer.layers:
                     if ly.name in self._saved_visibility:
                         ly.visible = self._saved_visibility[ly.name]
-                    elif ly.metadata.get("lidnet_role") == DIFF_ROLE:
+                    elif ly.metadata.get("lidnet_role") == DIFFERENCE_ROLE:
                         ly.visible = False
             self._saved_visibility = None
             return
@@ -511,7 +395,7 @@ class CompareWidget(QWidget):
             return
         if self._saved_visibility is None:
             self._saved_visibility = {
-                ly.name: ly.visible for ly in self.viewer.layers if ly.metadata.get("lidnet_role") != DIFF_ROLE
+                ly.name: ly.visible for ly in self.viewer.layers if ly.metadata.get("lidnet_role") != DIFFERENCE_ROLE
             }
         diffs = self.make_difference_maps() if self.diff_check.isChecked() and self.chosen()["ndct"] else []
         wanted = images + diffs
@@ -591,9 +475,13 @@ class CompareWidget(QWidget):
         return results
 
     def _gather(self) -> dict[str, Any]:
-        """Collect (GUI thread) what :func:`compute_metric_rows` needs: arrays, slices, boxes per slice."""
-        from src_training.errors import LidnetError
+        """Collect (GUI thread) what :func:`compute_metric_rows` needs: arrays, slices, boxes per slice.
 
+        Raises
+        ------
+        LidnetError
+            No NDCT layer, nothing to compare, or a compared layer's shape differs from the NDCT's.
+        """
         ch = self.chosen()
         ref = ch["ndct"]
         if ref is None:
@@ -662,25 +550,15 @@ class CompareWidget(QWidget):
         item = self.table.item(rows.index(labels[metric]), names.index(layer_name))
         return float(item.data(Qt.ItemDataRole.UserRole))
 
-    def _on_compute_clicked(self) -> None:
-        """Current slice: computed at once. All slices: in a napari thread worker (the viewer stays usable)."""
-        try:
-            payload = self._gather()
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            notify_error(exc, "Compare")
-            return
-        if len(payload["zs"]) <= 1:
-            try:
-                self._show_results(compute_metric_rows(payload), payload)
-            except Exception as exc:  # noqa: BLE001
-                notify_error(exc, "Compare")
-            return
-        from napari.qt.threading import create_worker
+    def _on_compute_clicked(self, *_: Any) -> Any:
+        """Compute the table in a thread worker (synchronous with ``LIDNET_SYNC=1``); the viewer stays usable.
+        The chosen layers, slices and boxes are read here, in the GUI thread. Returns the worker (None when
+        synchronous, busy, or the choice is incomplete: then a notification says what is missing)."""
+        state: dict[str, Any] = {}
 
-        self.compute_btn.setEnabled(False)
-        self.scope_label.setText(f"computing {len(payload['zs'])} slices…")
-        worker = create_worker(compute_metric_rows, payload, _start_thread=False)
-        worker.returned.connect(lambda res: self._show_results(res, payload))
-        worker.errored.connect(lambda exc: notify_error(exc, "Compare"))
-        worker.finished.connect(lambda: self.compute_btn.setEnabled(True))
-        worker.start()
+        def work():
+            state["payload"] = payload = self._gather()  # GUI thread (TaskRunner.start calls work() here)
+            self.scope_label.setText(f"computing {len(payload['zs'])} slice(s)…")
+            return metric_rows_work(payload)
+
+        return self.runner.start(work, lambda res: self._show_results(res, state["payload"]), desc="Compare")

@@ -15,17 +15,22 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, SpinBox
+from qtpy.QtCore import QCoreApplication
+from superqt.utils import ensure_main_thread
 
-from .._layers import current_slice_index, denoiser_display_name, derived_image_kwargs
-from ._common import (
-    CheckpointChooser,
-    LayerChooser,
-    TaskRunner,
-    device_chooser,
-    layer_volume,
-    run_controls,
-    scope_chooser,
-)
+from src_training import inference
+from src_training.checkpoint import load_checkpoint
+from src_training.errors import CheckpointError, ConfigError, LidnetError
+from src_training.models.denoisers import DENOISERS
+from src_training.windowing import DEFAULT_HU_RANGE
+
+from .._layers import current_slice_index, derived_image_kwargs, layer_volume
+from .._messages import notify_warning
+from .._naming import denoiser_display_name
+from ._checkpoints import CheckpointChooser
+from ._controls import device_chooser, scope_chooser
+from ._layer_choice import LayerChooser
+from ._tasks import Cancelled, TaskRunner, run_controls
 
 
 class InferenceMessages:
@@ -66,9 +71,7 @@ class InferenceMessages:
             status.native.setWordWrap(True)
         except Exception:  # noqa: BLE001 - no label, or not a Qt label
             pass
-        from src_training.inference import InferenceMemoryWarning
-
-        warnings.filterwarnings("ignore", category=InferenceMemoryWarning)
+        warnings.filterwarnings("ignore", category=inference.InferenceMemoryWarning)
 
     @property
     def last(self) -> str | None:
@@ -82,9 +85,6 @@ class InferenceMessages:
         with self._lock:
             self.messages.append(message)
         try:
-            from qtpy.QtCore import QCoreApplication
-            from superqt.utils import ensure_main_thread
-
             if QCoreApplication.instance() is None:
                 self._show(message)
             else:
@@ -94,12 +94,7 @@ class InferenceMessages:
 
     def _show(self, message: str) -> None:
         """GUI thread: warning notification + status line."""
-        try:
-            from napari.utils.notifications import show_warning
-
-            show_warning(f"{self.context}: {message}")
-        except Exception:  # noqa: BLE001 - napari absent: the core's log has it
-            pass
+        notify_warning(f"{self.context}: {message}")  # never raises; the core's log has the message too
         if self.status is not None:
             try:
                 self.status.value = message
@@ -116,8 +111,6 @@ def with_note(text: str, messages: InferenceMessages | None) -> str:
 
 def denoiser_choices() -> list[tuple[str, str]]:
     """``(display name, key)`` of every model in ``src_training.models.denoisers.DENOISERS``."""
-    from src_training.models.denoisers import DENOISERS
-
     return [(denoiser_display_name(k), k) for k in DENOISERS]
 
 
@@ -134,10 +127,6 @@ def peek_checkpoint(path: str | Path) -> dict[str, Any]:
     CheckpointError
         Unreadable file or not a denoiser checkpoint.
     """
-    from src_training.checkpoint import load_checkpoint
-    from src_training.errors import CheckpointError
-    from src_training.windowing import DEFAULT_HU_RANGE
-
     ckpt = load_checkpoint(path)
     if ckpt.get("kind") != "denoiser":
         raise CheckpointError(
@@ -196,15 +185,12 @@ def denoise_work(
         Unreadable / wrong checkpoint.
     src_training.inference.InferenceMemoryError
         Out of memory even with one slice on the CPU.
+    Cancelled
+        ``cancel_event`` was set (checked after each batch).
     """
-    from src_training.errors import ConfigError
-    from src_training.inference import denoise_slices, load_denoiser
-
-    from ._common import Cancelled
-
     total = int(hu.shape[0])
     yield (0, total, "loading the denoiser")
-    model, config = load_denoiser(checkpoint, device=device)
+    model, config = inference.load_denoiser(checkpoint, device=device)
     name = str(config.get("denoiser", ""))
     if expected_model and name.lower() != str(expected_model).lower():
         raise ConfigError(
@@ -222,7 +208,7 @@ def denoise_work(
         if on_message is not None:
             on_message(message)
 
-    for done, tot, batch in denoise_slices(model, hu, hu_range, batch_size=int(batch_size), on_message=relay):
+    for done, tot, batch in inference.denoise_slices(model, hu, hu_range, batch_size=int(batch_size), on_message=relay):
         out[start:done] = batch
         start = done
         text = f"denoising slice {done}/{tot}"
@@ -296,8 +282,6 @@ class DenoiseWidget(Container):
 
     def run(self, *_: Any) -> Any:
         """Start denoising (thread worker; synchronous with ``LIDNET_SYNC=1``)."""
-        from src_training.errors import CheckpointError, LidnetError
-
         layer = self.image.value
         ckpt = self.checkpoint.value
         expected = self.model.value

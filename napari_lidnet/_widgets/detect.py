@@ -13,23 +13,16 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSlider, SpinBox
 
-from .._layers import (
-    PROPOSAL_BOX_COLOR,
-    SCORE_COLORMAP,
-    boxes_to_rectangles,
-    current_slice_index,
-    replace_rectangles,
-    shapes_layer_data,
-)
-from ._common import (
-    CheckpointChooser,
-    LayerChooser,
-    TaskRunner,
-    device_chooser,
-    layer_volume,
-    run_controls,
-    scope_chooser,
-)
+from src_training import inference
+from src_training.errors import CheckpointError, LidnetError
+
+from .._boxes import PROPOSAL_BOX_COLOR, SCORE_COLORMAP, boxes_to_rectangles, replace_rectangles, shapes_layer_data
+from .._layers import current_slice_index, layer_volume
+from .._messages import notify_error
+from ._checkpoints import CheckpointChooser
+from ._controls import device_chooser, scope_chooser
+from ._layer_choice import DETECTIONS_KIND, PROPOSALS_KIND, LayerChooser
+from ._tasks import Cancelled, TaskRunner, run_controls
 from .denoise import InferenceMessages, with_note
 
 #: Score threshold of the network run (detections below it are never kept).
@@ -87,14 +80,12 @@ def detect_work(
     ------
     src_training.inference.InferenceMemoryError
         Out of memory even with one slice on the CPU.
+    Cancelled
+        ``cancel_event`` was set (checked after each slice).
     """
-    from src_training.inference import detect_slices, load_detector
-
-    from ._common import Cancelled
-
     total = int(hu.shape[0]) if slices is None else len(slices)
     yield (0, total, "loading the detector")
-    detector, config = load_detector(checkpoint, device=device)
+    detector, config = inference.load_detector(checkpoint, device=device)
     hu_range = tuple(float(v) for v in config["hu_range"])
     results: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -104,7 +95,7 @@ def detect_work(
         if on_message is not None:
             on_message(message)
 
-    for res in detect_slices(
+    for res in inference.detect_slices(
         detector,
         hu,
         hu_range,
@@ -224,8 +215,6 @@ class DetectWidget(Container):
     def run(self, *_: Any) -> Any:
         """Run the detector (thread worker; synchronous with ``LIDNET_SYNC=1``); layers are added/updated
         when it finishes."""
-        from src_training.errors import CheckpointError, LidnetError
-
         layer = self.image.value
         ckpt = self.checkpoint.value
         device = self.device.value
@@ -279,8 +268,6 @@ class DetectWidget(Container):
                 f"{n_det} detection(s) >= {self.score_thresh.value:.2f} on {len(self.raw_results)} slice(s)"
             )
         except Exception as exc:  # noqa: BLE001
-            from .._layers import notify_error
-
             notify_error(exc, "Detect lesions")
 
     def _update_detections(self) -> None:
@@ -298,7 +285,7 @@ class DetectWidget(Container):
             edge_color="score",
             edge_width=2.0,
             text={"string": "{score:.2f}", "color": "yellow", "size": 12, "anchor": "upper_left"},
-            metadata={"kind": "detections", "source": self.source_layer.name},
+            metadata={"kind": DETECTIONS_KIND, "source": self.source_layer.name},
             ndim=ndim,
         )
         kwargs["edge_colormap"] = SCORE_COLORMAP
@@ -323,7 +310,7 @@ class DetectWidget(Container):
             edge_color=PROPOSAL_BOX_COLOR,
             edge_width=1.0,
             text={"string": "{objectness:.2f}", "color": PROPOSAL_BOX_COLOR, "size": 10, "anchor": "lower_left"},
-            metadata={"kind": "rpn proposals", "source": self.source_layer.name},
+            metadata={"kind": PROPOSALS_KIND, "source": self.source_layer.name},
             ndim=ndim,
         )
         kwargs["opacity"] = 0.8

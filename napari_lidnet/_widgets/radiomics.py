@@ -5,6 +5,9 @@ current slice, pixel spacing from the layer scale): GLCM correlation, homogeneit
 (``JointEnergy``), plus the pyradiomics classes the user ticks (firstorder, glrlm, glszm, gldm, ngtdm).
 Each layer's row also shows the absolute difference to a reference layer (normally the NDCT), the ROI
 radiomics metric of the LIDnet paper (Table 3).
+
+pyradiomics runs in a napari thread worker (:class:`~napari_lidnet._widgets._tasks.TaskRunner`, with a
+progress bar over the layers and Cancel); the ROI and the slices are read from the viewer in the GUI thread.
 """
 
 from __future__ import annotations
@@ -36,15 +39,24 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .compare import (
+from src_training.checkpoint import atomic_write_text
+from src_training.errors import LidnetError
+from src_training.evaluation import glcm_features
+
+from .._boxes import boxes_on_slice
+from .._layers import layer_slice, slice_index
+from .._messages import notify_error
+from ._layer_choice import (
     NONE,
-    boxes_on_slice,
+    RADIOMICS_ROI_NAME,
+    LayerFollower,
+    box_layers,
+    guess_name,
     image_layers,
-    layer_slice,
-    notify_error,
-    shapes_layers,
-    slice_index,
+    layer_by_name,
+    refill_combo,
 )
+from ._tasks import TaskRunner, run_controls
 
 if TYPE_CHECKING:
     import napari
@@ -57,7 +69,7 @@ GLCM_COLUMNS: dict[str, str] = {
     "homogeneity": "Idm (homog.)",
     "energy": "JointEnergy",
 }
-ROI_LAYER_NAME = "radiomics ROI"
+ROI_LAYER_NAME = RADIOMICS_ROI_NAME
 
 
 def _short(key: str) -> str:
@@ -66,6 +78,64 @@ def _short(key: str) -> str:
         return GLCM_COLUMNS[key]
     parts = key.split("_", 2)
     return f"{parts[1]} {parts[2]}" if len(parts) == 3 and parts[0] == "original" else key
+
+
+def radiomics_rows_work(items: Sequence[dict[str, Any]], feature_classes: Sequence[str], bin_width: float,
+                        ref_name: str | None):
+    """Progress generator computing the features of every layer's ROI (runs in a worker thread: arrays only).
+
+    Parameters
+    ----------
+    items : sequence of dict
+        One per image layer: ``layer`` (name), ``slice`` (index or None), ``box`` ((4,) x0, y0, x1, y1 in
+        that layer's pixels, edges at pixel borders), ``image`` ((H, W) float32 HU: the layer's slice) and
+        ``spacing_mm`` ((y, x) pixel size in mm); or ``error`` (the slice could not be read).
+    feature_classes : sequence of str
+        pyradiomics classes (``glcm`` + the ticked ones).
+    bin_width : float
+        Grey-level bin width (HU).
+    ref_name : str or None
+        Layer whose features the others are compared with.
+
+    Yields
+    ------
+    (done, total, message)
+        One step per layer.
+
+    Returns
+    -------
+    list of dict
+        The widget's :attr:`RadiomicsWidget.rows`: ``layer``, ``slice``, ``box`` (list), ``features`` (the
+        :func:`src_training.evaluation.glcm_features` dict; empty on failure, then ``error`` holds the
+        message: one layer failing does not hide the others) and ``diff`` (absolute difference to the
+        reference layer's features; empty for the reference itself and when it has none).
+    """
+    rows: list[dict[str, Any]] = []
+    total = max(len(items), 1)
+    for i, it in enumerate(items):
+        yield (i, total, f"pyradiomics: {it['layer']}")
+        row: dict[str, Any] = {"layer": it["layer"], "slice": it["slice"], "box": np.asarray(it["box"]).tolist()}
+        try:
+            if it.get("error"):
+                raise LidnetError(it["error"])
+            row["features"] = glcm_features(
+                it["image"],
+                it["box"],
+                spacing_mm=it["spacing_mm"],
+                bin_width=float(bin_width),
+                feature_classes=tuple(feature_classes),
+            )
+        except Exception as exc:  # noqa: BLE001 - one layer failing must not hide the others
+            row["features"] = {}
+            row["error"] = str(exc)
+        rows.append(row)
+    ref = next((r for r in rows if r["layer"] == ref_name and r["features"]), None)
+    for r in rows:
+        r["diff"] = {}
+        if ref is not None and r is not ref and r["features"]:
+            r["diff"] = {k: abs(v - ref["features"][k]) for k, v in r["features"].items() if k in ref["features"]}
+    yield (total, total, "pyradiomics: done")
+    return rows
 
 
 class RadiomicsWidget(QWidget):
@@ -84,6 +154,8 @@ class RadiomicsWidget(QWidget):
         After a measurement: one dict per image layer with ``layer``, ``slice``, ``box`` (x0, y0, x1, y1 in
         that layer's pixels), ``features`` (the :func:`glcm_features` dict) and ``diff`` (absolute difference
         to the reference layer, feature by feature; empty for the reference itself), or ``error``.
+    runner : TaskRunner
+        Runs the pyradiomics computation of a measurement in a worker thread.
     """
 
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None):
@@ -123,6 +195,9 @@ class RadiomicsWidget(QWidget):
             self.class_checks[name] = cb
             grid.addWidget(cb, i // 3, i % 3)
 
+        _run, self.cancel_btn, self.progress, self.status = run_controls()  # measurements start on a click
+        self.runner = TaskRunner("ROI radiomics", None, self.cancel_btn, self.progress, self.status)
+
         self.info = QLabel("Click inside a lesion box (or anywhere: a square ROI is made) on the current slice.")
         self.info.setWordWrap(True)
         self.table = QTableWidget(0, 0)
@@ -138,55 +213,32 @@ class RadiomicsWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(classes_box)
         layout.addWidget(self.click_check)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress.native, stretch=1)
+        progress_row.addWidget(self.cancel_btn.native)
+        layout.addLayout(progress_row)
+        layout.addWidget(self.status.native)
         layout.addWidget(self.info)
         layout.addWidget(self.table, stretch=1)
         layout.addLayout(btns)
 
         self.copy_btn.clicked.connect(self.copy_to_clipboard)
         self.csv_btn.clicked.connect(self._on_export_clicked)
-        ev = self.viewer.layers.events
-        ev.inserted.connect(self.refresh_choices)
-        ev.removed.connect(self.refresh_choices)
-        ev.inserted.connect(self._connect_name)
-        for ly in self.viewer.layers:
-            ly.events.name.connect(self.refresh_choices)
+        self._follower = LayerFollower(self.viewer, self.refresh_choices)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
         self.refresh_choices()
 
     # ------------------------------------------------------------------ choices
-    def _connect_name(self, event=None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            layer.events.name.connect(self.refresh_choices)
-
     def refresh_choices(self, event=None) -> None:
-        """Refill the boxes and reference choosers (keeps current choices; guesses "box"/"lesion" and "NDCT")."""
-        snames = [
-            ly.name
-            for ly in shapes_layers(self.viewer)
-            if ly.name != ROI_LAYER_NAME and "detect" not in ly.name.lower()
-            and (ly.metadata or {}).get("kind") not in ("detections", "rpn proposals")
-        ]
+        """Refill the boxes and reference choosers (keeps current choices; guesses "box"/"lesion" and "NDCT";
+        detections, RPN proposals and the ROI layer itself are not offered as boxes)."""
+        snames = [ly.name for ly in box_layers(self.viewer)]
         inames = [ly.name for ly in image_layers(self.viewer, include_derived=False)]
-        for cb, names, guess_words in (
-            (self.boxes_combo, snames, ("box", "lesion")),
-            (self.ref_combo, inames, ("ndct", "normal")),
-        ):
-            cur = cb.currentText()
-            cb.blockSignals(True)
-            cb.clear()
-            cb.addItems([NONE, *names])
-            if cur in names:
-                cb.setCurrentText(cur)
-            else:
-                guess = next((n for n in names if any(w in n.lower() for w in guess_words)), None)
-                cb.setCurrentText(guess or NONE)
-            cb.blockSignals(False)
+        refill_combo(self.boxes_combo, snames, guess_name(snames, ("box", "lesion")))
+        refill_combo(self.ref_combo, inames, guess_name(inames, ("ndct", "normal")))
 
     def _layer(self, name: str):
-        if not name or name == NONE or name not in self.viewer.layers:
-            return None
-        return self.viewer.layers[name]
+        return layer_by_name(self.viewer, name)
 
     def feature_classes(self) -> tuple[str, ...]:
         """The pyradiomics classes to compute: ``glcm`` plus the ticked ones."""
@@ -216,10 +268,7 @@ class RadiomicsWidget(QWidget):
             yield
         if moved:
             return
-        try:
-            self.measure_at(start)
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            notify_error(exc)
+        self.measure_at(start)  # errors become notifications (TaskRunner)
 
     # ------------------------------------------------------------------ measurement
     def roi_at(self, world_point: Sequence[float]) -> dict[str, Any]:
@@ -231,9 +280,12 @@ class RadiomicsWidget(QWidget):
         dict
             ``world_corners`` (2, ndim) world coordinates of the ROI's opposite pixel corners (used to map it
             into every layer), ``source`` ("box" or "click"), ``grid_layer`` (layer whose pixels define it).
-        """
-        from src_training.errors import LidnetError
 
+        Raises
+        ------
+        LidnetError
+            No image layer is open.
+        """
         world_point = np.asarray(world_point, dtype=float)
         ndim = self.viewer.dims.ndim
         if len(world_point) < ndim:
@@ -287,8 +339,13 @@ class RadiomicsWidget(QWidget):
         box = np.array([min(xs), min(ys), max(xs), max(ys)], dtype=float)
         return z, np.round(box, 6)
 
-    def measure_at(self, world_point: Sequence[float]) -> list[dict[str, Any]]:
+    def measure_at(self, world_point: Sequence[float]) -> Any:
         """Measure the features of every image layer in the ROI at ``world_point`` on the current slice.
+
+        The ROI and each layer's slice are read here (GUI thread); pyradiomics runs in a thread worker
+        (:func:`radiomics_rows_work`; synchronously with ``LIDNET_SYNC=1``). When it is done, :attr:`rows`
+        holds the measurements, the table shows them and the ROI is drawn. Failures (no image layer...)
+        become notifications.
 
         Parameters
         ----------
@@ -298,43 +355,37 @@ class RadiomicsWidget(QWidget):
 
         Returns
         -------
-        list of dict
-            :attr:`rows` (also shown in the table). Each layer's features come from
-            :func:`src_training.evaluation.glcm_features` on that layer's current slice in HU, with the ROI
-            mapped into the layer's own pixels and ``spacing_mm`` = the layer's (y, x) scale.
+        napari worker or None
+            None when it ran synchronously, or did not start (busy, or an error was shown). Each layer's
+            features come from :func:`src_training.evaluation.glcm_features` on that layer's current slice in
+            HU, with the ROI mapped into the layer's own pixels and ``spacing_mm`` = the layer's (y, x) scale.
         """
-        from src_training.evaluation import glcm_features
+        state: dict[str, Any] = {}
 
-        roi = self.roi_at(world_point)
-        classes = self.feature_classes()
-        rows: list[dict[str, Any]] = []
-        for ly in image_layers(self.viewer, include_derived=False):
-            z, box = self._box_in_layer(ly, roi["world_corners"])
-            row: dict[str, Any] = {"layer": ly.name, "slice": z, "box": box.tolist()}
-            try:
-                sy, sx = (float(abs(v)) for v in ly.scale[-2:])
-                row["features"] = glcm_features(
-                    layer_slice(ly, z),
-                    box,
-                    spacing_mm=(sy, sx),
-                    bin_width=float(self.bin_spin.value()),
-                    feature_classes=classes,
-                )
-            except Exception as exc:  # noqa: BLE001 - one layer failing must not hide the others
-                row["features"] = {}
-                row["error"] = str(exc)
-            rows.append(row)
-        ref_name = self.ref_combo.currentText()
-        ref = next((r for r in rows if r["layer"] == ref_name and r["features"]), None)
-        for r in rows:
-            r["diff"] = {}
-            if ref is not None and r is not ref and r["features"]:
-                r["diff"] = {k: abs(v - ref["features"][k]) for k, v in r["features"].items() if k in ref["features"]}
-        self.rows = rows
-        self._last_roi = roi
-        self._show_roi(roi)
-        self._fill_table(rows, ref_name if ref is not None else None, roi)
-        return rows
+        def work():  # TaskRunner.start calls this in the GUI thread; the generator it returns runs in the worker
+            roi = state["roi"] = self.roi_at(world_point)
+            items = []
+            for ly in image_layers(self.viewer, include_derived=False):
+                z, box = self._box_in_layer(ly, roi["world_corners"])
+                item = {"layer": ly.name, "slice": z, "box": box}
+                try:
+                    item["spacing_mm"] = tuple(float(abs(v)) for v in ly.scale[-2:])
+                    item["image"] = np.array(layer_slice(ly, z), dtype=np.float32, copy=True)
+                except Exception as exc:  # noqa: BLE001 - reported in this layer's row
+                    item["error"] = str(exc)
+                items.append(item)
+            state["ref_name"] = ref_name = self.ref_combo.currentText()
+            return radiomics_rows_work(items, self.feature_classes(), float(self.bin_spin.value()), ref_name)
+
+        def show(rows: list[dict[str, Any]]) -> None:
+            roi, ref_name = state["roi"], state["ref_name"]
+            has_ref = any(r["layer"] == ref_name and r["features"] for r in rows)
+            self.rows = rows
+            self._last_roi = roi
+            self._show_roi(roi)
+            self._fill_table(rows, ref_name if has_ref else None, roi)
+
+        return self.runner.start(work, show, desc="ROI radiomics")
 
     def _show_roi(self, roi: dict[str, Any]) -> None:
         """Draw the measured ROI as a yellow rectangle in a "radiomics ROI" shapes layer."""
@@ -458,9 +509,6 @@ class RadiomicsWidget(QWidget):
         LidnetError
             Nothing measured yet.
         """
-        from src_training.checkpoint import atomic_write_text
-        from src_training.errors import LidnetError
-
         if not self.rows:
             raise LidnetError("Nothing to export yet: click inside a lesion box first.")
         return atomic_write_text(path, self.table_text(","))

@@ -8,13 +8,20 @@ measured soft-tissue noise sigma in HU (also in the new layer's metadata, ``nois
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, Label, LogSlider, SpinBox
 
+from src_training import simulation
+from src_training.errors import SimulationError
+
 from .._layers import current_slice_index, derived_image_kwargs, layer_spacing
-from ._common import LayerChooser, TaskRunner, call_with_progress, run_controls, scope_chooser
+from .._sample_data import ldct_cache_dir
+from ._controls import scope_chooser
+from ._layer_choice import LayerChooser
+from ._tasks import TaskRunner, call_with_progress, run_controls
 
 N0_MIN, N0_MAX, N0_DEFAULT = 500.0, 100000.0, 1000.0
 
@@ -65,11 +72,14 @@ def simulate_work(
     Returns
     -------
     ndarray float32, same shape as ``hu``: low-dose HU.
+
+    Raises
+    ------
+    Cancelled
+        ``cancel_event`` was set (the core call stops at its next slice).
+    SimulationError
+        Bad input (from :mod:`src_training.simulation`).
     """
-    import threading
-
-    from src_training import simulation
-
     cancel_event = cancel_event or threading.Event()
     hu = np.asarray(hu, dtype=np.float32)
     msg = f"simulating N0={n0:g}"
@@ -133,16 +143,12 @@ class SimulateWidget(Container):
         return nice_n0(self.n0.value)
 
     def _show_n0(self, *_: Any) -> None:
-        from src_training.simulation import DEFAULT_GEOMETRY
-
-        g = DEFAULT_GEOMETRY
+        g = simulation.DEFAULT_GEOMETRY
         self.info.value = (f"N0 = {self.n0_value:g} photons per ray (lower N0 = lower dose = more noise); "
                            f"{g.n_views} views, {g.bin_mm:g} mm bins, FBP {g.filter_name}")
 
     def run(self, *_: Any) -> Any:
         """Start the simulation (thread worker; synchronous with ``LIDNET_SYNC=1``)."""
-        from src_training.errors import SimulationError
-
         layer = self.image.value
         n0 = self.n0_value
         seed = int(self.seed.value)
@@ -170,15 +176,11 @@ class SimulateWidget(Container):
                 hu = data[z0 : z0 + 1]
             cache = None
             if whole and self.use_cache.value:
-                from .._sample_data import ldct_cache_dir
-
                 cache = ldct_cache_dir()
             result = yield from simulate_work(
                 hu, spacing[1], n0, seed, first_index=z0, cache_dir=cache, cancel_event=runner.cancel_event
             )
-            from src_training.simulation import soft_tissue_noise_sigma
-
-            return z0, result, soft_tissue_noise_sigma(hu, result)
+            return z0, result, simulation.soft_tissue_noise_sigma(hu, result)
 
         # read the viewer state in the GUI thread
         state["z"] = current_slice_index(self.viewer, layer) if layer is not None else 0
@@ -186,14 +188,12 @@ class SimulateWidget(Container):
         def add(result: Any) -> None:
             z0, ldct, sigma = result
             name = f"LDCT N0={n0:g}" + ("" if whole else f" slice {z0}")
-            from src_training.simulation import DEFAULT_GEOMETRY
-
             kwargs = derived_image_kwargs(
                 layer,
                 name=name,
                 z_offset=z0,
                 extra_metadata={"n0": n0, "seed": seed, "simulated_from": layer.name,
-                                "noise_sigma_hu": sigma, "geometry": DEFAULT_GEOMETRY.describe()},
+                                "noise_sigma_hu": sigma, "geometry": simulation.DEFAULT_GEOMETRY.describe()},
             )
             if np.asarray(layer.data).ndim == 2:
                 ldct = ldct[0]

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton
+from napari.layers import Image
 
 from src_training.windowing import WINDOWS, window_limits
 
-from .._layers import notify_error, window_to_wl
-from ._common import LayerMultiChooser
+from .._layers import window_to_wl
+from .._messages import notify_error
+from ._layer_choice import LayerMultiChooser
 
 CUSTOM = "custom"
 
@@ -87,8 +89,6 @@ class WindowWidget(Container):
     # ------------------------------------------------------------------
     def target_layers(self) -> list[Any]:
         """Layers the window is applied to (see class docstring)."""
-        from napari.layers import Image
-
         chosen = list(self.layers.value or [])
         if chosen:
             return chosen
