@@ -128,7 +128,7 @@ def test_compare_grid_difference_maps_and_detections(viewer_with_layers, qtbot):
 def test_radiomics_click_on_box_equals_glcm_features(viewer_with_layers, qtbot, tmp_path, monkeypatch):
     import threading
 
-    import napari_lidnet._widgets.radiomics as radiomics
+    import napari_lidnet._widgets.radiomics_features as radiomics
     from napari_lidnet._widgets.radiomics import RadiomicsWidget
 
     monkeypatch.delenv("LIDNET_SYNC", raising=False)

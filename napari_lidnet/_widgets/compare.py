@@ -3,6 +3,7 @@
 Every number in the table comes from :func:`src_training.evaluation.image_metrics` (PSNR / SSIM / RMSE on
 the networks' [0, 1] scale: HU clipped to the model range, default (-1024, 1024) HU, and scaled with
 :func:`src_training.windowing.hu_to_unit`) and :func:`src_training.evaluation.detection_ap`.
+The numbers are computed by :mod:`.compare_metrics` (in a worker thread when the button is pressed).
 The side-by-side view is napari's grid mode, in which all grid cells share one camera and one slice
 position, so zoom / pan / scrolling stay linked.
 """
@@ -31,11 +32,10 @@ from qtpy.QtWidgets import (
 )
 
 from src_training.errors import LidnetError
-from src_training.evaluation import detection_ap, image_metrics
-from src_training.windowing import DEFAULT_HU_RANGE, hu_to_unit
+from src_training.windowing import DEFAULT_HU_RANGE
 
 from .._boxes import boxes_on_slice
-from .._layers import layer_slice, slice_index
+from .._layers import slice_index
 from .._messages import notify_error
 from ._layer_choice import (
     DIFFERENCE_ROLE,
@@ -50,6 +50,7 @@ from ._layer_choice import (
     shapes_layers,
 )
 from ._tasks import TaskRunner, run_controls
+from .compare_metrics import METRIC_ROWS, compute_metric_rows, format_value, metric_rows_work
 
 if TYPE_CHECKING:
     import napari
@@ -62,38 +63,8 @@ ROLES: tuple[tuple[str, str], ...] = (
     ("ndct", "NDCT (reference)"),
 )
 
-#: Table rows: (metric key in image_metrics / extra key, row label, format, higher_is_better or None).
-METRIC_ROWS: tuple[tuple[str, str, str, bool | None], ...] = (
-    ("psnr", "PSNR slice (dB)", "{:.2f}", True),
-    ("ssim", "SSIM slice", "{:.4f}", True),
-    ("rmse", "RMSE slice", "{:.4f}", False),
-    ("rmse_hu", "RMSE slice (HU)", "{:.1f}", False),
-    ("psnr_roi", "PSNR lesion boxes (dB)", "{:.2f}", True),
-    ("ssim_roi", "SSIM lesion boxes", "{:.4f}", True),
-    ("rmse_roi", "RMSE lesion boxes", "{:.4f}", False),
-    ("rmse_roi_hu", "RMSE lesion boxes (HU)", "{:.1f}", False),
-    ("n_boxes", "lesion boxes", "{:.0f}", None),
-    ("n_detections", "detections", "{:.0f}", None),
-    ("ap50", "detection AP-50", "{:.3f}", True),
-)
-
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _fmt(value: float, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞"
-    return fmt.format(value)
-
-
-def _mean(values: list[float]) -> float:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return float("inf") if any(v is not None and math.isinf(v) for v in values) else float("nan")
-    return float(np.mean(vals))
-
-
 def _guess(names: list[str], role: str) -> str | None:
     low = [(n, n.lower()) for n in names]
     rules = {
@@ -107,80 +78,6 @@ def _guess(names: list[str], role: str) -> str | None:
         if rules[role](s):
             return n
     return None
-
-
-def metric_rows_work(payload: dict[str, Any]):
-    """Progress generator computing the numbers of the compare table (runs in a worker thread: reads
-    arrays only; no layer is modified).
-
-    For every compared layer and slice: :func:`src_training.evaluation.image_metrics` of ``hu_to_unit(slice)``
-    against ``hu_to_unit(NDCT slice)`` (model HU range ``DEFAULT_HU_RANGE``) with that slice's lesion boxes;
-    detections (if any) are counted and scored with :func:`src_training.evaluation.detection_ap` (AP-50).
-    Several slices: means (ROI values over the slices with boxes, NaN-free), counts summed, AP over all.
-
-    Parameters
-    ----------
-    payload : dict
-        From ``CompareWidget._gather``: ``ref`` (NDCT layer), ``zs`` (slice indices or [None]), ``boxes``
-        (per slice (n, 4) xyxy pixels), ``has_boxes``, ``items`` (``name``, ``layer``, ``dets`` per slice
-        (boxes, scores) or None).
-
-    Yields
-    ------
-    (done, total, message)
-        One step per (layer, slice).
-
-    Returns
-    -------
-    dict layer name -> metrics dict
-
-    Raises
-    ------
-    LidnetError
-        Shape mismatch (from image_metrics).
-    """
-    ref, zs = payload["ref"], payload["zs"]
-    total = max(len(payload["items"]) * len(zs), 1)
-    done = 0
-    results: dict[str, dict[str, float]] = {}
-    for it in payload["items"]:
-        ly, dets = it["layer"], it["dets"]
-        per: list[dict[str, float]] = []
-        preds, targets = [], []
-        for i, z in enumerate(zs):
-            boxes = payload["boxes"][i]
-            pred = hu_to_unit(layer_slice(ly, z), DEFAULT_HU_RANGE)
-            refs = hu_to_unit(layer_slice(ref, z), DEFAULT_HU_RANGE)
-            m = dict(image_metrics(pred, refs, boxes, hu_range=DEFAULT_HU_RANGE))
-            if dets is not None:
-                db, ds = dets[i]
-                m["n_detections"] = float(len(db))
-                preds.append({"boxes": db, "scores": ds if ds is not None else np.ones(len(db), np.float32)})
-                targets.append({"boxes": boxes})
-            per.append(m)
-            done += 1
-            yield (done, total, f"metrics of {it['name']}: slice {i + 1}/{len(zs)}")
-        if len(per) == 1:
-            agg = dict(per[0])
-        else:
-            agg = {}
-            for key in per[0]:
-                vals = [float(p[key]) for p in per if key in p]
-                agg[key] = float(np.sum(vals)) if key in ("n_boxes", "n_detections") else _mean(vals)
-        if dets is not None and payload["has_boxes"]:
-            agg["ap50"] = float(detection_ap(preds, targets)["ap50"])
-        results[it["name"]] = agg
-    return results
-
-
-def compute_metric_rows(payload: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """:func:`metric_rows_work` run to its end in the calling thread; returns its result."""
-    gen = metric_rows_work(payload)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
 
 
 # ----------------------------------------------------------------------------------------------- widget
@@ -528,7 +425,7 @@ class CompareWidget(QWidget):
             if higher is not None and len(finite) > 1:
                 best = max(finite) if higher else min(finite)
             for j, v in enumerate(vals):
-                item = QTableWidgetItem(_fmt(v, fmt))
+                item = QTableWidgetItem(format_value(v, fmt))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 item.setData(Qt.ItemDataRole.UserRole, None if v is None else float(v))
                 if best is not None and v == best:

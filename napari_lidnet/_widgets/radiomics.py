@@ -6,8 +6,9 @@ current slice, pixel spacing from the layer scale): GLCM correlation, homogeneit
 Each layer's row also shows the absolute difference to a reference layer (normally the NDCT), the ROI
 radiomics metric of the LIDnet paper (Table 3).
 
-pyradiomics runs in a napari thread worker (:class:`~napari_lidnet._widgets._tasks.TaskRunner`, with a
-progress bar over the layers and Cancel); the ROI and the slices are read from the viewer in the GUI thread.
+pyradiomics (:mod:`.radiomics_features`) runs in a napari thread worker
+(:class:`~napari_lidnet._widgets._tasks.TaskRunner`, with a progress bar over the layers and Cancel); the
+ROI and the slices are read from the viewer in the GUI thread.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from qtpy.QtWidgets import (
 
 from src_training.checkpoint import atomic_write_text
 from src_training.errors import LidnetError
-from src_training.evaluation import glcm_features
 
 from .._boxes import boxes_on_slice
 from .._layers import layer_slice, slice_index
@@ -57,85 +57,13 @@ from ._layer_choice import (
     refill_combo,
 )
 from ._tasks import TaskRunner, run_controls
+from .radiomics_features import EXTRA_CLASSES, GLCM_COLUMNS, radiomics_rows_work, short_name
 
 if TYPE_CHECKING:
     import napari
 
-#: Optional pyradiomics classes offered besides GLCM.
-EXTRA_CLASSES: tuple[str, ...] = ("firstorder", "glrlm", "glszm", "gldm", "ngtdm")
-#: The GLCM features always shown (keys of glcm_features' result -> column label).
-GLCM_COLUMNS: dict[str, str] = {
-    "correlation": "Correlation",
-    "homogeneity": "Idm (homog.)",
-    "energy": "JointEnergy",
-}
+#: Name of the shapes layer showing the measured ROI.
 ROI_LAYER_NAME = RADIOMICS_ROI_NAME
-
-
-def _short(key: str) -> str:
-    """``original_firstorder_Mean`` -> ``firstorder Mean``; GLCM keys -> their column labels."""
-    if key in GLCM_COLUMNS:
-        return GLCM_COLUMNS[key]
-    parts = key.split("_", 2)
-    return f"{parts[1]} {parts[2]}" if len(parts) == 3 and parts[0] == "original" else key
-
-
-def radiomics_rows_work(items: Sequence[dict[str, Any]], feature_classes: Sequence[str], bin_width: float,
-                        ref_name: str | None):
-    """Progress generator computing the features of every layer's ROI (runs in a worker thread: arrays only).
-
-    Parameters
-    ----------
-    items : sequence of dict
-        One per image layer: ``layer`` (name), ``slice`` (index or None), ``box`` ((4,) x0, y0, x1, y1 in
-        that layer's pixels, edges at pixel borders), ``image`` ((H, W) float32 HU: the layer's slice) and
-        ``spacing_mm`` ((y, x) pixel size in mm); or ``error`` (the slice could not be read).
-    feature_classes : sequence of str
-        pyradiomics classes (``glcm`` + the ticked ones).
-    bin_width : float
-        Grey-level bin width (HU).
-    ref_name : str or None
-        Layer whose features the others are compared with.
-
-    Yields
-    ------
-    (done, total, message)
-        One step per layer.
-
-    Returns
-    -------
-    list of dict
-        The widget's :attr:`RadiomicsWidget.rows`: ``layer``, ``slice``, ``box`` (list), ``features`` (the
-        :func:`src_training.evaluation.glcm_features` dict; empty on failure, then ``error`` holds the
-        message: one layer failing does not hide the others) and ``diff`` (absolute difference to the
-        reference layer's features; empty for the reference itself and when it has none).
-    """
-    rows: list[dict[str, Any]] = []
-    total = max(len(items), 1)
-    for i, it in enumerate(items):
-        yield (i, total, f"pyradiomics: {it['layer']}")
-        row: dict[str, Any] = {"layer": it["layer"], "slice": it["slice"], "box": np.asarray(it["box"]).tolist()}
-        try:
-            if it.get("error"):
-                raise LidnetError(it["error"])
-            row["features"] = glcm_features(
-                it["image"],
-                it["box"],
-                spacing_mm=it["spacing_mm"],
-                bin_width=float(bin_width),
-                feature_classes=tuple(feature_classes),
-            )
-        except Exception as exc:  # noqa: BLE001 - one layer failing must not hide the others
-            row["features"] = {}
-            row["error"] = str(exc)
-        rows.append(row)
-    ref = next((r for r in rows if r["layer"] == ref_name and r["features"]), None)
-    for r in rows:
-        r["diff"] = {}
-        if ref is not None and r is not ref and r["features"]:
-            r["diff"] = {k: abs(v - ref["features"][k]) for k, v in r["features"].items() if k in ref["features"]}
-    yield (total, total, "pyradiomics: done")
-    return rows
 
 
 class RadiomicsWidget(QWidget):
@@ -431,7 +359,7 @@ class RadiomicsWidget(QWidget):
         keys = self._columns()
         headers = []
         for k in keys:
-            headers.append(_short(k))
+            headers.append(short_name(k))
             if ref_name:
                 headers.append("|Δ|")
         headers.append("note")
@@ -443,7 +371,7 @@ class RadiomicsWidget(QWidget):
         for k in keys:
             tips.append(f"{k}: pyradiomics original_glcm_{'Correlation' if k == 'correlation' else 'Idm' if k == 'homogeneity' else 'JointEnergy'}" if k in GLCM_COLUMNS else k)
             if ref_name:
-                tips.append(f"|{_short(k)} − {_short(k)} of {ref_name}|")
+                tips.append(f"|{short_name(k)} − {short_name(k)} of {ref_name}|")
         for j, tip in enumerate(tips):
             self.table.horizontalHeaderItem(j).setToolTip(tip)
         self.table.setVerticalHeaderLabels([r["layer"] + (" (ref)" if r["layer"] == ref_name else "") for r in rows])
