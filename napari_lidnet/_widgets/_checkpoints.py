@@ -2,7 +2,8 @@
 :class:`CheckpointChooser` drop-down (+ file browser) offering them.
 
 The list holds the session registry's checkpoints (:mod:`napari_lidnet._registry`, filled by the Train
-widget), the ``*.pt`` files of the known run folders and the files the user browsed to.
+widget), the checkpoints found in the known run folders and their sub-folders (the kind read from each
+file, never its name) and the files the user browsed to.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton
+
+from src_training.checkpoint_files import peek_checkpoint
+from src_training.errors import LidnetError
 
 from .. import _registry
 
@@ -52,39 +56,68 @@ def known_run_dirs() -> list[Path]:
     return out
 
 
-def _matches_kind(path: Path, kind: str | None) -> bool:
-    name = path.name.lower()
-    if name.startswith("trainer_state"):
-        return False
-    if kind is None:
-        return True
-    other = {"denoiser": "detect", "detector": "denois"}.get(kind)
-    return not (other and other in name)
+#: How deep below a run folder checkpoints are looked for (``lidnet-report/checkpoints/lidnet/denoiser.pt``
+#: is 3 levels down, as ``lidnet demo --out lidnet-report`` writes it).
+MAX_DEPTH = 4
+
+#: Folders never searched (simulation caches, hidden folders).
+_SKIP_DIRS = ("ldct_cache", ".cache", "__pycache__")
+
+
+def checkpoint_kind(path: Path) -> str | None:
+    """The kind stored in a checkpoint file (:func:`src_training.checkpoint_files.peek_checkpoint`:
+    ``denoiser``, ``detector``, ``segmenter``, ``trainer_state``), or None for a file that is not a readable
+    napari-lidnet checkpoint. Never guessed from the file name."""
+    try:
+        return peek_checkpoint(path).kind
+    except LidnetError:
+        return None
+
+
+def _pt_files(root: Path, max_depth: int = MAX_DEPTH):
+    """``*.pt`` / ``*.pth`` files under ``root`` down to ``max_depth`` folder levels (skipping caches)."""
+    base = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if len(here.parts) - base >= max_depth:
+            dirnames[:] = []
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith(".")]
+        for f in filenames:
+            if f.endswith((".pt", ".pth")):
+                yield here / f
 
 
 def find_checkpoints(kind: str | None = None, dirs: Iterable[Path] | None = None) -> list[Path]:
-    """``*.pt`` files in the known run folders and one level of sub-folders, newest first.
+    """Checkpoint files in the known run folders and their sub-folders (down to :data:`MAX_DEPTH` levels),
+    newest first.
 
     Parameters
     ----------
     kind : "denoiser", "detector" or None
-        Leaves out files whose name says they are of the other kind (``detector*.pt`` for ``"denoiser"``)
-        and trainer states. Files are not opened.
+        Keep only files whose stored kind is this one (read from the file, :func:`checkpoint_kind`); None
+        keeps every model checkpoint. Trainer states and files that are not napari-lidnet checkpoints are
+        never listed.
     dirs : folders, optional
         Default :func:`known_run_dirs`.
     """
     found: dict[Path, float] = {}
     for d in dirs if dirs is not None else known_run_dirs():
         try:
-            candidates = list(d.glob("*.pt")) + list(d.glob("*/*.pt"))
+            candidates = list(_pt_files(Path(d)))
         except OSError:
             continue
         for p in candidates:
-            if p.is_file() and _matches_kind(p, kind):
-                try:
-                    found[p.resolve()] = p.stat().st_mtime
-                except OSError:
+            try:
+                rp = p.resolve()
+                if rp in found or not rp.is_file():
                     continue
+                mtime = rp.stat().st_mtime
+            except OSError:
+                continue
+            found_kind = checkpoint_kind(rp)
+            if found_kind in (None, "trainer_state") or (kind is not None and found_kind != kind):
+                continue
+            found[rp] = mtime
     return sorted(found, key=lambda p: -found[p])
 
 
