@@ -17,13 +17,10 @@ from ..errors import CTLoadError
 from ._library import _short
 
 
-#: DICOM tags copied into :attr:`CTVolume.metadata` (keyword names; missing tags are left out).
-METADATA_TAGS: tuple[str, ...] = (
-    "Modality",
-    "SOPClassUID",
-    "SeriesInstanceUID",
+#: Tags of the patient and study modules (keyword names): read into :attr:`CTVolume.metadata` and copied by a
+#: derived series from its reference (:func:`src_training.io.dicom_writer.write_dicom_series`).
+STUDY_TAGS: tuple[str, ...] = (
     "StudyInstanceUID",
-    "FrameOfReferenceUID",
     "PatientID",
     "PatientName",
     "PatientBirthDate",
@@ -35,6 +32,15 @@ METADATA_TAGS: tuple[str, ...] = (
     "AccessionNumber",
     "ReferringPhysicianName",
     "StudyDescription",
+)
+
+#: DICOM tags copied into :attr:`CTVolume.metadata` (keyword names; missing tags are left out).
+METADATA_TAGS: tuple[str, ...] = (
+    "Modality",
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    *STUDY_TAGS,
     "SeriesDescription",
     "SeriesNumber",
     "SeriesDate",

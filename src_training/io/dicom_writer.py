@@ -21,24 +21,10 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from ..errors import CTWriteError, OutputExistsError
 from ._library import _short
 from ._writing import _check_direction, _check_hu_array, _check_spacing, _fix_mode
+from .dicom_header import STUDY_TAGS
 from .volume import CTVolume
 
 
-# Tags of the patient/study modules that a derived series copies from its reference.
-_STUDY_TAGS: tuple[str, ...] = (
-    "StudyInstanceUID",
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "StudyDescription",
-)
 
 
 def _ds_str(v: float) -> str:
@@ -217,7 +203,7 @@ def write_dicom_series(
             ds.PatientID = ""
             ds.PatientBirthDate = ""
             ds.PatientSex = ""
-            for kw in _STUDY_TAGS:
+            for kw in STUDY_TAGS:
                 if kw in ref_meta and ref_meta[kw] is not None:
                     setattr(ds, kw, ref_meta[kw])
             ds.StudyInstanceUID = study_uid
