@@ -289,10 +289,25 @@ def train_baseline(config: TrainConfig, data: ExperimentData, *, device, run_dir
 
 
 # --------------------------------------------------------------------------------------------- reports
+def _cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; ``platform.processor()`` elsewhere). Trained weights and
+    so the reports' last digits depend on the CPU's floating-point kernels (AVX2 vs AVX-512), so reports
+    record it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(dev: torch.device) -> dict[str, Any]:
-    """Device, versions and threads of a run (for the reports)."""
+    """Device, versions, threads and CPU (model, torch CPU capability) of a run (for the reports)."""
     env = {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
-           "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()}
+           "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine(),
+           "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if dev.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(dev)
     return env

@@ -20,6 +20,13 @@ TINY_Y = (330, 394)
 TINY_X = (320, 384)
 
 
+@pytest.fixture(autouse=True)
+def _private_user_config(tmp_path_factory, monkeypatch):
+    """Every test gets its own user-config folder (``$LIDNET_CONFIG_DIR``: remembered checkpoints and run
+    folders), so no test reads or writes the real home folder's settings."""
+    monkeypatch.setenv("LIDNET_CONFIG_DIR", str(tmp_path_factory.mktemp("lidnet_config")))
+
+
 @pytest.fixture(scope="session")
 def lidnet_manifest():
     """The plugin's npe2 manifest, registered with npe2's plugin manager (needed when the package is used
