@@ -47,6 +47,7 @@ from .reproduce import run_reproduction
 from .simulation import ScanGeometry, n0_for_noise_sigma, simulate_ldct, soft_tissue_noise_sigma
 from .study import run_study, run_study_parallel, study_workers
 from .training import run_training
+from .working_size import detect_at_size, working_size
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -168,7 +169,9 @@ def _cmd_denoise(args: argparse.Namespace) -> int:
     vol = load_ct(args.input, series_uid=args.series_uid)
     model, config = load_denoiser(args.checkpoint, device=args.device)
     hu_range = tuple(config.get("hu_range", (-1024.0, 1024.0)))
-    out = denoise_volume(model, vol.hu, hu_range, batch_size=args.batch_size)
+    # At the network's working size (the shipped models: 256 px), resampled back to the input's grid.
+    out = denoise_volume(model, vol.hu, hu_range, batch_size=args.batch_size,
+                         image_size=working_size(config))
     dest = Path(args.out)
     name = str(config.get("denoiser", "denoiser"))
     if dest.suffix.lower() in (".nii", ".gz", ".nrrd", ".mha", ".mhd"):
@@ -187,7 +190,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     detector, config = load_detector(args.checkpoint, device=args.device)
     hu_range = tuple(config.get("hu_range", (-1024.0, 1024.0)))
     boxes, scores = {}, {}
-    for result in detect_slices(detector, vol.hu, hu_range, k=args.k, score_thresh=args.score_thresh):
+    size = working_size(config)
+    if size is not None and tuple(vol.hu.shape[-2:]) != (size, size):  # the detector's working size
+        results = detect_at_size(detector, vol.hu, range(vol.hu.shape[0]), size, hu_range, args.k,
+                                 args.score_thresh)
+    else:
+        results = detect_slices(detector, vol.hu, hu_range, k=args.k, score_thresh=args.score_thresh)
+    for result in results:
         z = int(result["slice"])
         if len(result["boxes"]):
             boxes[z] = np.asarray(result["boxes"], dtype=np.float32)

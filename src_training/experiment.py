@@ -20,8 +20,7 @@ import torch
 from .config import TrainConfig
 from .data.cases import CaseArrays, case_options, prepare_case
 from .data.slices import SliceDataset
-from .models.detector import build_detector
-from .pretrain import FRCNN_SAMPLING
+from .models.detector import FRCNN_SAMPLING, build_detector
 from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE, TRAIN_NODULES, Detectors, eval_case
 from .simulation import DEFAULT_GEOMETRY
 from .statistics import N_BOOT
@@ -255,7 +254,7 @@ def train_lidnet(config: TrainConfig, data: ExperimentData, detectors: Detectors
     current networks.
 
     The detector is a fresh copy of the shipped Faster R-CNN with the pretraining's RPN/ROI sampling
-    (:data:`src_training.pretrain.FRCNN_SAMPLING`); ``detectors.own`` itself is not modified.
+    (:data:`src_training.models.detector.FRCNN_SAMPLING`); ``detectors.own`` itself is not modified.
 
     Raises
     ------

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint_files import read_checkpoint
@@ -419,6 +420,7 @@ def denoise_slices(
     fast: bool = True,
     precision: str = "fp32",
     on_message: Optional[Callable[[str], None]] = None,
+    image_size: Optional[int] = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Denoise slice batches, yielding progress.
 
@@ -443,6 +445,12 @@ def denoise_slices(
     on_message : callable(str), optional
         Receives user-readable messages (out-of-memory fallbacks); they are also logged and issued as
         :class:`InferenceMemoryWarning`.
+    image_size : int, optional
+        The slice size in pixels the network was trained at (its checkpoint's ``config["image_size"]``,
+        pixels across the field of view). Slices of another size are resampled to ``image_size x
+        image_size`` (bilinear, anti-aliased, on the [0, 1] scale), denoised there and resampled back to
+        their own grid, as training resampled its slices (:func:`src_training.data.cases.resample_slices`).
+        None (default) or the same size: the network runs on the input grid.
 
     Yields
     ------
@@ -487,9 +495,16 @@ def denoise_slices(
                 nets[key] = model
         return nets[key]
 
+    grid = vol.shape[1:]
+    work = None if image_size is None or tuple(grid) == (int(image_size),) * 2 else (int(image_size),) * 2
+
     def run(start: int, stop: int, d: torch.device) -> np.ndarray:
         x = _to_device(torch.from_numpy(hu_to_unit(vol[start:stop], hr))[:, None], d)
-        return net_for(d)(x)[:, 0].float().cpu().numpy()
+        if work is None:
+            return net_for(d)(x)[:, 0].float().cpu().numpy()
+        y = net_for(d)(F.interpolate(x, size=work, mode="bilinear", align_corners=False, antialias=True))
+        y = F.interpolate(y.float(), size=tuple(grid), mode="bilinear", align_corners=False, antialias=True)
+        return y[:, 0].cpu().numpy()
 
     def to_cpu() -> None:
         model.to("cpu")
@@ -517,9 +532,11 @@ def denoise_volume(
     fast: bool = True,
     precision: str = "fp32",
     on_message: Optional[Callable[[str], None]] = None,
+    image_size: Optional[int] = None,
 ) -> np.ndarray:
     """Denoise a whole volume or slice (see :func:`denoise_slices` for ``fast``, ``precision``,
-    ``on_message`` and the out-of-memory fallback).
+    ``on_message``, ``image_size`` (resampling to the network's training size and back) and the
+    out-of-memory fallback).
 
     Parameters
     ----------
@@ -535,7 +552,7 @@ def denoise_volume(
     start = 0
     for done, total, batch in denoise_slices(
         model, vol, hu_range, device=device, batch_size=batch_size, fast=fast, precision=precision,
-        on_message=on_message,
+        on_message=on_message, image_size=image_size,
     ):
         out[start:done] = batch
         start = done

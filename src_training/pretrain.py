@@ -42,13 +42,15 @@ from .config import TrainConfig
 from .data.slices import crop_boxes
 from .device import auto_device
 from .errors import ConfigError, LidnetError, OutputExistsError
+from .data.cases import prepare_case
+from .evaluation.calibration import f1_score_threshold, threshold_stats
 from .evaluation.detection import detection_ap as library_ap
 from .evaluation.scoring import synthetic_boxes
 from .inference import detect_slices, load_detector
-from .models.detector import build_detector
+from .models.detector import FRCNN_SAMPLING, build_detector
 from .models.fcos import build_fcos_detector
 from .nodules import DEFAULT_DIAMETER_MM, insert_synthetic_nodules, lung_distance_map
-from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE, eval_case
+from .protocol import DATA_SEED, EVAL_CASE, IMAGE_SIZE, TRAIN_CASE, TRAIN_NODULES, eval_case
 from .sample import load_sample_case
 from .serialize import jsonable
 from .statistics import bootstrap_ap, match_detections
@@ -56,13 +58,9 @@ from .training import STATE_FILE, DetectorTrainer
 from .windowing import DEFAULT_HU_RANGE, hu_to_unit
 
 __all__ = ["PretrainRecipe", "RECIPES", "FreshNoduleCrops", "build_pretrain_detector", "detector_ap",
-           "run_pretraining", "fp16_state_dict"]
+           "run_pretraining", "fp16_state_dict", "CALIBRATION_METHOD", "calibrate_score_threshold",
+           "record_score_threshold"]
 
-#: RPN/ROI sampling of the Faster R-CNN during pretraining and LIDnet runs (torchvision keyword arguments;
-#: no effect on the weights' shapes): fewer proposals and sampled RoIs than torchvision's COCO defaults, which
-#: dominate the CPU step time on small images (RoIAlign's backward).
-FRCNN_SAMPLING = {"rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 300,
-                  "rpn_post_nms_top_n_test": 300, "box_batch_size_per_image": 64}
 
 
 @dataclass(frozen=True)
@@ -315,8 +313,9 @@ def measure_detector_file(path: str | Path, device="cpu") -> tuple[dict[str, Any
 
 
 def remeasure(path: str | Path, device="cpu", note: str = "") -> dict[str, Any]:
-    """Measure a shipped file again (:func:`measure_detector_file`) and rewrite the ``measured`` block of its JSON
-    record (the file's sha256 must match the record's); ``note`` says why (kept in ``remeasured``).
+    """Measure a shipped file again (:func:`measure_detector_file`, :func:`calibrate_score_threshold`) and
+    rewrite the ``measured`` and ``score_threshold`` blocks of its JSON record (the file's sha256 must match
+    the record's); ``note`` says why (kept in ``remeasured``).
 
     Raises
     ------
@@ -332,9 +331,92 @@ def remeasure(path: str | Path, device="cpu", note: str = "") -> dict[str, Any]:
         raise LidnetError(f"{path} does not match its record {meta} (sha256 differs); retrain or restore it.")
     ap_all, ap_real = measure_detector_file(path, device=device)
     record["measured"] = {"eval_all_lesions": ap_all, "eval_real_tumour": ap_real}
+    record["score_threshold"] = calibrate_score_threshold(path, device=device)
     record["remeasured"] = {"date": time.strftime("%Y-%m-%d"), "note": note}
     atomic_write_text(meta, json.dumps(jsonable(record), indent=2) + "\n")
     return record
+
+
+#: How the shipped detectors' default score threshold is chosen (written into their JSON record).
+CALIBRATION_METHOD = f"max F1 at IoU 0.5 on {TRAIN_CASE} NDCT (calibration case)"
+
+
+def calibrate_score_threshold(path: str | Path, device="cpu", *, max_slices: Optional[int] = None) -> dict[str, Any]:
+    """The default score threshold of a detector file: max F1 at IoU 0.5 on the calibration case.
+
+    The calibration case is the training case :data:`~src_training.protocol.TRAIN_CASE` (``lung1``) as the
+    protocol prepares it for LIDnet's training (NDCT only, :data:`~src_training.protocol.TRAIN_NODULES`
+    synthetic nodules per slice with :data:`~src_training.protocol.DATA_SEED`, whole slices at
+    :data:`~src_training.protocol.IMAGE_SIZE` px, plus the real tumour); the evaluation case ``lung2`` is never
+    used to choose it. The detector runs as :func:`detector_ap` runs it (every detection, score >= 0), then
+    :func:`src_training.evaluation.calibration.f1_score_threshold` picks the threshold.
+
+    Parameters
+    ----------
+    path : path-like
+        A detector file (loaded with ``weights_only=True``, as shipped).
+    device : str or torch.device
+    max_slices : int, optional
+        Only this many slices of the case (tests).
+
+    Returns
+    -------
+    dict
+        ``value`` (the threshold in [0, 1]), ``method``, ``case``, ``iou``, ``f1``, ``precision``, ``recall``,
+        ``n_kept``, ``n_true``, ``n_lesions``, ``n_slices``, ``at_0_5`` (the same numbers at the old fixed
+        0.5 default), ``measured`` (date), JSON-ready.
+
+    Raises
+    ------
+    LidnetError
+        Missing sample data, an unreadable file, or a detector that matches no lesion (EvaluationError).
+    """
+    det, config = load_detector(path, device=device)
+    hu_range = tuple(float(v) for v in config.get("hu_range", DEFAULT_HU_RANGE))
+    case = prepare_case(f"sample:{TRAIN_CASE}", n0=None, seed=DATA_SEED, image_size=IMAGE_SIZE,
+                        synthetic_nodules_per_slice=TRAIN_NODULES, simulate=False, max_slices=max_slices)
+    preds, targets = [], []
+    for res in detect_slices(det, case.ndct_hu, hu_range, k=1, score_thresh=0.0):
+        preds.append({"boxes": res["boxes"], "scores": res["scores"]})
+        targets.append({"boxes": np.asarray(case.boxes.get(res["slice"], np.zeros((0, 4))), np.float32).reshape(-1, 4)})
+    best = f1_score_threshold(preds, targets, iou_threshold=0.5)
+    old = threshold_stats(preds, targets, 0.5, iou_threshold=0.5)
+    return {
+        "value": best.value, "method": CALIBRATION_METHOD, "case": TRAIN_CASE, "iou": best.iou_threshold,
+        "f1": round(best.f1, 4), "precision": round(best.precision, 4), "recall": round(best.recall, 4),
+        "n_kept": best.n_kept, "n_true": best.n_true, "n_lesions": best.n_lesions, "n_slices": best.n_images,
+        "at_0_5": {"f1": round(old.f1, 4), "precision": round(old.precision, 4), "recall": round(old.recall, 4),
+                   "n_kept": old.n_kept},
+        "measured": time.strftime("%Y-%m-%d"),
+    }
+
+
+def record_score_threshold(path: str | Path, device="cpu") -> dict[str, Any]:
+    """Calibrate a shipped detector file (:func:`calibrate_score_threshold`) and write the result into the
+    ``score_threshold`` entry of its JSON record (atomic; the weights file is never touched). The Detect
+    widget's threshold defaults to it.
+
+    Returns
+    -------
+    dict
+        The ``score_threshold`` entry.
+
+    Raises
+    ------
+    LidnetError
+        No JSON record beside the file, the weights do not match it (sha256), or the calibration fails.
+    """
+    path = Path(path)
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        raise LidnetError(f"{meta} is missing: only a file written by lidnet pretrain-detector can be calibrated.")
+    record = json.loads(meta.read_text(encoding="utf-8"))
+    if record.get("sha256") != _sha256(path):
+        raise LidnetError(f"{path} does not match its record {meta} (sha256 differs); retrain or restore it.")
+    entry = calibrate_score_threshold(path, device=device)
+    record["score_threshold"] = entry
+    atomic_write_text(meta, json.dumps(jsonable(record), indent=2) + "\n")
+    return entry
 
 
 def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optional[str | Path] = None,
@@ -345,7 +427,8 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
 
     Writes ``out`` (fp16 ``detector.pt``: ``kind, arch, backbone, hparams, state_dict, config, method="ndct",
     step, recipe, storage="float16"``) and ``out`` with suffix ``.json`` (recipe, command, data, seed, measured
-    AP with intervals, sha256, wall time, machine). Training runs through
+    AP with intervals, the calibrated default score threshold (:func:`calibrate_score_threshold`), sha256,
+    wall time, machine). Training runs through
     :class:`src_training.training.DetectorTrainer` in ``run_dir`` (default ``<out>.run/``: progress.jsonl,
     STOP/PAUSE, ``trainer_state.pt``; an interrupted run resumes from it when ``resume``).
 
@@ -440,6 +523,7 @@ def run_pretraining(recipe: PretrainRecipe, out: str | Path, *, run_dir: Optiona
                  "eval": f"{EVAL_CASE} NDCT, whole slices at {IMAGE_SIZE} px, synthetic nodules (data seed "
                          f"{DATA_SEED}) + the real tumour", "image_size": IMAGE_SIZE},
         "measured": {"eval_all_lesions": ap_all, "eval_real_tumour": ap_real},
+        "score_threshold": calibrate_score_threshold(out, device=dev),
         "train_seconds": round(t_train, 1),
         "machine": {"device": str(dev), "torch": torch.__version__, "python": platform.python_version(),
                     "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},

@@ -61,6 +61,11 @@ DETECTOR_FILE = "detector_ndct_frcnn_r18.pt"
 JUDGE_FILE = "judge_ndct_fcos_r18.pt"
 
 
+def weights_dir() -> Path:
+    """The folder of the shipped weights: ``$LIDNET_WEIGHTS`` when set, else :data:`WEIGHTS_DIR`."""
+    return Path(os.environ.get("LIDNET_WEIGHTS") or WEIGHTS_DIR).expanduser()
+
+
 def shipped_weights(name: str) -> Path:
     """Path of a shipped weights file (``DETECTOR_FILE`` or ``JUDGE_FILE``) in ``$LIDNET_WEIGHTS`` or
     :data:`WEIGHTS_DIR`.
@@ -70,8 +75,7 @@ def shipped_weights(name: str) -> Path:
     LidnetError
         The file is missing (the message gives the command that rebuilds it).
     """
-    root = Path(os.environ.get("LIDNET_WEIGHTS") or WEIGHTS_DIR)
-    path = root / name
+    path = weights_dir() / name
     if not path.is_file():
         arch = "fcos" if name == JUDGE_FILE else "faster_rcnn"
         raise LidnetError(

@@ -27,9 +27,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from src_training.errors import LidnetError
 from src_training.training import (
@@ -226,6 +227,175 @@ def watch_training(
         time.sleep(poll_s)
 
 
+# ------------------------------------------------------------------------------------------- pace / ETA
+def format_duration(seconds: float) -> str:
+    """A duration in words a reader takes in at a glance: ``"under a minute"``, ``"about 3 min"``,
+    ``"about 1 h 20 min"``, ``"about 2 days"`` (rounded; NaN or negative -> ``"unknown"``)."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "unknown"
+    if not s == s or s < 0 or s == float("inf"):
+        return "unknown"
+    if s < 45:
+        return "under a minute"
+    minutes = int(round(s / 60.0))
+    if minutes < 60:
+        return f"about {max(minutes, 1)} min"
+    hours, rest = divmod(minutes, 60)
+    if hours < 48:
+        return f"about {hours} h" + (f" {rest} min" if rest and hours < 10 else "")
+    return f"about {int(round(hours / 24))} days"
+
+
+@dataclass(frozen=True)
+class RunPace:
+    """Where a training run stands and how fast it goes, from its progress events (:func:`run_pace`).
+
+    Attributes
+    ----------
+    phase : str or None
+        Current phase (``T1``, ``T2``, ``T3``, ``baseline``, ``joint``).
+    round : int
+    step, phase_steps : int
+        Completed steps of the current phase and its length.
+    global_step, total_steps : int
+        Completed steps of the whole run and its length.
+    seconds_per_step : float or None
+        Training seconds per step of the current phase over its last steps (paused time excluded); None
+        before the first timed step.
+    remaining_s : float or None
+        Estimated seconds left: the current phase's remaining steps at its own pace, then the later phases,
+        taken to repeat the phases of a round (T2, T3) in order, each at the pace it had (T2 and T3 cost
+        differently); a phase not timed yet counts at the current pace.
+    """
+
+    phase: Optional[str]
+    round: int
+    step: int
+    phase_steps: int
+    global_step: int
+    total_steps: int
+    seconds_per_step: Optional[float]
+    remaining_s: Optional[float]
+
+    def text(self) -> str:
+        """``"T2 round 2: step 140/240 · 1.9 s/step · about 3 min left"`` (parts dropped while unknown)."""
+        where = str(self.phase or "")
+        if self.round and self.phase not in ("T1", "baseline"):
+            where += f" round {self.round}"
+        parts = [f"{where}: step {self.step}/{self.phase_steps}" if where else f"step {self.global_step}"]
+        if self.seconds_per_step is not None:
+            sps = self.seconds_per_step
+            parts.append(f"{sps:.1f} s/step" if sps >= 0.95 else f"{1.0 / max(sps, 1e-9):.1f} steps/s")
+        if self.remaining_s is not None:
+            left = format_duration(self.remaining_s)
+            parts.append("almost done" if self.global_step >= self.total_steps > 0 else f"{left} left")
+        return " · ".join(parts)
+
+
+def _num(ev: dict, key: str) -> Optional[float]:
+    v = ev.get(key)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None
+
+
+def run_pace(events: Sequence[dict], window: int = 20) -> Optional[RunPace]:
+    """Pace and time left of a run from its progress events (as in ``progress.jsonl``), no clock needed.
+
+    Each event carries ``elapsed_s`` (training seconds, paused time excluded) and the step counters, so the
+    seconds per step of a phase are the differences of ``elapsed_s`` over its last ``window`` steps (its
+    ``phase_start`` event included, so one step is enough). The steps after the current phase are taken to
+    repeat the phases of a round in order (the previous round's, else the current round's so far), each
+    at its own measured pace (T2 and T3 cost differently).
+
+    Parameters
+    ----------
+    events : sequence of dict
+        Progress events in file order (``event``, ``phase``, ``round``, ``step``, ``phase_steps``,
+        ``global_step``, ``total_steps``, ``elapsed_s``). A resumed run's events may follow the first run's.
+    window : int
+        Steps of the current phase the pace is measured over.
+
+    Returns
+    -------
+    RunPace or None
+        None before the first ``phase_start`` / ``step`` event.
+    """
+    marks: list[tuple[str, int, float, float]] = []  # (phase, round, phase step, elapsed) of the current phase
+    pace_by_phase: dict[str, float] = {}  # phase -> s/step, as last measured
+    seen: list[tuple[str, int, int]] = []  # (phase, round, steps) of the phases met, in order
+    last: Optional[dict] = None
+    for ev in events:
+        if ev.get("event") not in ("step", "phase_start"):
+            continue
+        el, st = _num(ev, "elapsed_s"), _num(ev, "step")
+        if el is None or st is None:
+            continue
+        key = (str(ev.get("phase")), int(ev.get("round") or 0))
+        if not seen or seen[-1][:2] != key:
+            seen.append((key[0], key[1], int(ev.get("phase_steps") or 0)))
+        if marks and ((marks[-1][0], marks[-1][1]) != key or st < marks[-1][2] or el < marks[-1][3]):
+            # a new phase (or a resumed launch): keep the finished phase's pace
+            pace = _pace(marks)
+            if pace is not None:
+                pace_by_phase[marks[-1][0]] = pace
+            marks = []
+        marks.append((key[0], key[1], st, el))
+        if len(marks) > window + 1:
+            marks = marks[-(window + 1):]
+        last = ev
+    if last is None:
+        return None
+    step, phase_steps = int(last.get("step") or 0), int(last.get("phase_steps") or 0)
+    g, total = int(last.get("global_step") or 0), int(last.get("total_steps") or 0)
+    current = _pace(marks)
+    phase = str(last.get("phase")) if last.get("phase") else None
+    rnd = int(last.get("round") or 0)
+    if current is not None and phase:
+        pace_by_phase[phase] = current
+    remaining = None
+    if current is not None and total:
+        in_phase = max(phase_steps - step, 0)
+        later = max(total - g - in_phase, 0)
+        remaining = in_phase * current + _later_seconds(later, seen, phase, rnd, pace_by_phase, current)
+    return RunPace(phase=phase, round=rnd, step=step, phase_steps=phase_steps, global_step=g, total_steps=total,
+                   seconds_per_step=current, remaining_s=remaining)
+
+
+def _later_seconds(steps: int, seen: Sequence[tuple[str, int, int]], phase: Optional[str], rnd: int,
+                   pace: dict[str, float], default: float) -> float:
+    """Seconds of the ``steps`` after the current phase: the phases of a round (the previous one when seen,
+    else the current one so far) repeat in order from the current phase on, each at its own measured pace
+    (the current pace for a phase not timed yet)."""
+    template = [(n, k) for n, r, k in seen if r == rnd - 1 and r >= 1] or [(n, k) for n, r, k in seen if r == rnd]
+    names = [n for n, _k in template]
+    if not steps or not template or phase not in names:
+        return steps * pace.get(str(phase), default)
+    i = names.index(phase)
+    secs = 0.0
+    while steps > 0:
+        i = (i + 1) % len(template)
+        name, n = template[i]
+        take = min(steps, max(n, 1))
+        secs += take * pace.get(name, default)
+        steps -= take
+    return secs
+
+
+def _pace(marks: Sequence[tuple[str, int, float, float]]) -> Optional[float]:
+    if len(marks) < 2:
+        return None
+    d_steps = marks[-1][2] - marks[0][2]
+    d_time = marks[-1][3] - marks[0][3]
+    if d_steps <= 0 or d_time < 0:
+        return None
+    return d_time / d_steps
+
+
 def request_pause(run_dir: Path, paused: bool = True) -> None:
     """Create (``paused=True``) or remove ``RUN_DIR/PAUSE``; the trainer waits, computing nothing, while it
     exists (it writes a ``paused`` event when it starts waiting)."""
@@ -269,6 +439,7 @@ __all__ = [
     "LOG_FILE",
     "PAUSE_FILE",
     "PROGRESS_FILE",
+    "RunPace",
     "STATE_FILE",
     "STOP_FILE",
     "check_new_run_dir",
@@ -276,6 +447,7 @@ __all__ = [
     "close_log",
     "default_runs_root",
     "event_dict",
+    "format_duration",
     "holds_run",
     "launch_training",
     "log_tail",
@@ -283,6 +455,7 @@ __all__ = [
     "request_pause",
     "request_stop",
     "resume_files",
+    "run_pace",
     "training_command",
     "watch_training",
 ]

@@ -67,9 +67,17 @@ __all__ = [
     "LesionDetector",
     "TopKRegionProposalNetwork",
     "build_detector",
+    "FRCNN_SAMPLING",
     "eval_behaviour",
     "set_frozen",
 ]
+
+
+#: RPN/ROI sampling of the Faster R-CNN during pretraining and LIDnet runs (torchvision keyword arguments;
+#: no effect on the weights' shapes): fewer proposals and sampled RoIs than torchvision's COCO defaults, which
+#: dominate the CPU step time on small images (RoIAlign's backward).
+FRCNN_SAMPLING = {"rpn_pre_nms_top_n_train": 1000, "rpn_post_nms_top_n_train": 300,
+                  "rpn_post_nms_top_n_test": 300, "box_batch_size_per_image": 64}
 
 
 class LesionDetector(nn.Module):

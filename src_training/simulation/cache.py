@@ -1,5 +1,6 @@
 """The on-disk cache of :mod:`src_training.simulation`: :func:`cached_simulate_ldct` (``ldct_<key>.npz``
-files keyed by everything that changes the result, written atomically, checked by a checksum on reading).
+files keyed by everything that changes the result, written atomically, checked by a checksum on reading) and
+:func:`read_cached_ldct` (the cached result or None, never simulating).
 """
 
 from __future__ import annotations
@@ -63,6 +64,78 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=20).hexdigest()
 
 
+_CACHE_KWARGS = frozenset({"geometry", "n_views", "bin_mm", "filter_name", "electronic_noise_std", "mode",
+                           "fov_tolerance", "batch_slices", "progress", "first_index"})
+
+
+def _cache_path(hu, pixel_spacing_mm, n0, seed, cache_dir, kw) -> tuple[np.ndarray, str, Path]:
+    """Validate the arguments of :func:`cached_simulate_ldct` and return ``(array, key, cache file)``."""
+    unknown = set(kw) - _CACHE_KWARGS
+    if unknown:
+        raise TypeError(f"cached_simulate_ldct() got unexpected keyword argument(s): {sorted(unknown)}")
+    arr = _check_array(hu, (2, 3), "The CT volume")
+    spacing = _check_spacing(pixel_spacing_mm)
+    n0v = _check_n0(n0)
+    geom = _geometry(kw.get("geometry"), kw.get("n_views"), kw.get("bin_mm"), kw.get("filter_name"))
+    sigma, mode, tol = _check_common(kw.get("electronic_noise_std", 0.0), kw.get("mode", DEFAULT_MODE),
+                                     kw.get("fov_tolerance", DEFAULT_FOV_TOLERANCE))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SimulationError(f"seed = {seed!r} must be a non-negative integer.")
+    key = _cache_key(arr, spacing, n0v, seed, geom, sigma, mode, tol, kw.get("first_index", 0))
+    return arr, key, Path(cache_dir) / f"ldct_{key}.npz"
+
+
+def _read_cache(path: Path, key: str, arr: np.ndarray) -> np.ndarray | None:
+    """The cached result in ``path`` when it is valid (key, checksum, shape, float32), else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = np.array(z["ldct"])
+            ok = (
+                str(z["key"]) == key
+                and str(z["checksum"]) == _digest(data)
+                and data.shape == arr.shape
+                and data.dtype == np.float32
+            )
+        if ok:
+            return data
+        log.warning("Low-dose cache file %s does not match its checksum/key; recomputing.", path)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("Low-dose cache file %s is unreadable (%s); recomputing.", path, exc)
+    return None
+
+
+def read_cached_ldct(
+    hu: np.ndarray,
+    pixel_spacing_mm: float | Sequence[float],
+    n0: float | None,
+    *,
+    seed: int,
+    cache_dir: str | os.PathLike,
+    **kw,
+) -> np.ndarray | None:
+    """The result :func:`cached_simulate_ldct` would return, if its cache already holds it; never simulates.
+
+    Same arguments as :func:`cached_simulate_ldct` (the same cache key: input bytes, spacing, N0, seed,
+    geometry, ...). Costs one hash of ``hu`` and, on a hit, reading and checking the cache file; use it to
+    decide whether a simulation has to run (e.g. in a background worker) before calling
+    :func:`cached_simulate_ldct`.
+
+    Returns
+    -------
+    ndarray float32, same shape as ``hu``, or None
+        Low-dose HU from the cache; None when there is no valid cache file (missing, damaged, another key).
+
+    Raises
+    ------
+    SimulationError
+        Invalid arguments (as :func:`simulate_ldct`).
+    """
+    arr, key, path = _cache_path(hu, pixel_spacing_mm, n0, seed, cache_dir, kw)
+    return _read_cache(path, key, arr)
+
+
 def cached_simulate_ldct(
     hu: np.ndarray,
     pixel_spacing_mm: float | Sequence[float],
@@ -79,7 +152,8 @@ def cached_simulate_ldct(
     and the torch version. ``batch_slices`` and ``progress`` do not change the result and are not part of the
     key. The file stores the result, the key and a checksum; it is written atomically
     (:func:`src_training.checkpoint.atomic_write_bytes`). A file that cannot be read, has the wrong key,
-    shape or dtype, or fails its checksum is ignored, recomputed and overwritten.
+    shape or dtype, or fails its checksum is ignored, recomputed and overwritten. :func:`read_cached_ldct`
+    tells whether the cache holds a result without simulating.
 
     Parameters
     ----------
@@ -100,37 +174,10 @@ def cached_simulate_ldct(
     SimulationError
         As :func:`simulate_ldct`. An unwritable cache folder only logs a warning.
     """
-    allowed = {"geometry", "n_views", "bin_mm", "filter_name", "electronic_noise_std", "mode", "fov_tolerance",
-               "batch_slices", "progress", "first_index"}
-    unknown = set(kw) - allowed
-    if unknown:
-        raise TypeError(f"cached_simulate_ldct() got unexpected keyword argument(s): {sorted(unknown)}")
-    arr = _check_array(hu, (2, 3), "The CT volume")
-    spacing = _check_spacing(pixel_spacing_mm)
-    n0v = _check_n0(n0)
-    geom = _geometry(kw.get("geometry"), kw.get("n_views"), kw.get("bin_mm"), kw.get("filter_name"))
-    sigma, mode, tol = _check_common(kw.get("electronic_noise_std", 0.0), kw.get("mode", DEFAULT_MODE),
-                                     kw.get("fov_tolerance", DEFAULT_FOV_TOLERANCE))
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise SimulationError(f"seed = {seed!r} must be a non-negative integer.")
-    key = _cache_key(arr, spacing, n0v, seed, geom, sigma, mode, tol, kw.get("first_index", 0))
-    path = Path(cache_dir) / f"ldct_{key}.npz"
-
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                data = np.array(z["ldct"])
-                ok = (
-                    str(z["key"]) == key
-                    and str(z["checksum"]) == _digest(data)
-                    and data.shape == arr.shape
-                    and data.dtype == np.float32
-                )
-            if ok:
-                return data
-            log.warning("Low-dose cache file %s does not match its checksum/key; recomputing.", path)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            log.warning("Low-dose cache file %s is unreadable (%s); recomputing.", path, exc)
+    arr, key, path = _cache_path(hu, pixel_spacing_mm, n0, seed, cache_dir, kw)
+    cached = _read_cache(path, key, arr)
+    if cached is not None:
+        return cached
 
     result = simulate_ldct(arr, pixel_spacing_mm, n0, seed=seed, **kw)
     buf = io.BytesIO()

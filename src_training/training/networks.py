@@ -17,7 +17,7 @@ from torch import nn
 
 from src_training.config import TrainConfig
 from src_training.models.denoisers import build_denoiser
-from src_training.models.detector import build_detector, set_frozen
+from src_training.models.detector import FRCNN_SAMPLING, build_detector, set_frozen
 
 
 def default_denoiser(config: TrainConfig) -> nn.Module:
@@ -26,14 +26,16 @@ def default_denoiser(config: TrainConfig) -> nn.Module:
 
 
 def default_detector(config: TrainConfig) -> nn.Module:
-    """``build_detector(config.detector_backbone, weights_path=config.detector_weights)`` (no download).
+    """``build_detector(config.detector_backbone, weights_path=config.detector_weights, **FRCNN_SAMPLING)``
+    (no download): the RPN/RoI sampling the shipped detector was pretrained with and the demo's LIDnet runs
+    use (fewer proposals and sampled RoIs than torchvision's COCO defaults; the weights are the same).
 
     Raises
     ------
     CheckpointError
         ``config.detector_weights`` is missing, refused or does not fit.
     """
-    return build_detector(config.detector_backbone, weights_path=config.detector_weights)
+    return build_detector(config.detector_backbone, weights_path=config.detector_weights, **FRCNN_SAMPLING)
 
 
 def trainable_mask(module: nn.Module) -> list[bool]:

@@ -59,7 +59,7 @@ def prepare_dataset(config: TrainConfig, run_dir: Path, ctx: "_dist.DistContext"
         if config.streaming:
             return StreamingSliceDataset.from_config(config, cache_dir=cache)
         return SliceDataset(prepare_cases(config, cache_dir=cache), config.hu_range, crop_size=config.crop_size,
-                            seed=config.seed)
+                            seed=config.seed, lesion_crop_fraction=config.lesion_crop_fraction)
 
     dataset, err = None, None
     if ctx.local_rank == 0:
