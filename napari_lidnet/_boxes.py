@@ -25,6 +25,30 @@ REFERENCE_BOX_COLOR = "#00ff7f"
 PROPOSAL_BOX_COLOR = "#4da6ff"
 #: Colormap of detection boxes coloured by score (0 = dark blue, 1 = yellow).
 SCORE_COLORMAP = "plasma"
+#: Colour of the score written above each detection (bright yellow: readable on lung, soft tissue and bone).
+DETECTION_TEXT_COLOR = "#ffe500"
+#: Size of that text in screen points (napari text is not scaled with the zoom).
+DETECTION_TEXT_SIZE = 9
+
+
+def detection_text(feature: str = "score") -> dict[str, Any]:
+    """napari text spec of detection boxes: the score (two decimals) at the upper-left corner of each box,
+    small, bright and of constant size on screen (``scaling=False``; napari draws it only for the boxes on
+    the current slice). RPN proposals get no text (their objectness is a feature of the layer): written on
+    every proposal it piles up into unreadable stacks.
+
+    Parameters
+    ----------
+    feature : str
+        Feature column holding the score in [0, 1].
+
+    Returns
+    -------
+    dict
+        ``string``, ``color``, ``size`` (points), ``anchor`` ("upper_left"), ``scaling`` (False), ``visible``.
+    """
+    return {"string": "{" + feature + ":.2f}", "color": DETECTION_TEXT_COLOR, "size": DETECTION_TEXT_SIZE,
+            "anchor": "upper_left", "scaling": False, "visible": True}
 
 
 def boxes_to_rectangles(boxes_by_slice: Mapping[int, Any], ndim: int = 3) -> tuple[list[np.ndarray], np.ndarray]:
@@ -303,6 +327,8 @@ def boxes_on_slice(shapes_layer: Any, image_layer: Any, z: int | None) -> tuple[
 
 
 __all__ = [
+    "DETECTION_TEXT_COLOR",
+    "DETECTION_TEXT_SIZE",
     "PROPOSAL_BOX_COLOR",
     "REFERENCE_BOX_COLOR",
     "SCORE_COLORMAP",
@@ -310,6 +336,7 @@ __all__ = [
     "boxes_from_shapes_layer",
     "boxes_on_slice",
     "boxes_to_rectangles",
+    "detection_text",
     "replace_rectangles",
     "shapes_layer_data",
     "shapes_records",

@@ -49,8 +49,9 @@ def test_get_reader_refuses_foreign_paths(tmp_path):
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "a.png").write_bytes(b"\x89PNG....")
     assert napari_get_reader(str(tmp_path / "notes.txt")) is None
-    assert napari_get_reader(str(tmp_path / "empty")) is None
-    assert napari_get_reader(str(tmp_path / "pics")) is None
+    # every folder is ours, so an empty or non-CT folder gets the plugin's own message (tests/test_gui_startup.py)
+    assert napari_get_reader(str(tmp_path / "empty")) is read_ct
+    assert napari_get_reader(str(tmp_path / "pics")) is read_ct
     assert napari_get_reader(str(tmp_path / "pics" / "a.png")) is None
     assert napari_get_reader(str(LUNG2)) is read_ct
     assert napari_get_reader(str(tmp_path / "x.nii.gz")) is read_ct  # ours by name, even if missing/corrupt
@@ -229,6 +230,7 @@ def test_sample_ldct_uses_core_cache(tiny_ct, tmp_path, monkeypatch):
     monkeypatch.setattr(sd, "load_sample_case",
                         lambda name: SampleCase(name, vol, np.zeros(vol.hu.shape, np.uint8), boxes))
     monkeypatch.setenv("LIDNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIDNET_SYNC", "1")  # simulate in this thread even if a viewer is current
     [(ldct, kw, kind)] = sd.sample_ldct()
     assert kind == "image" and ldct.shape == vol.hu.shape
     assert kw["metadata"]["n0"] == 1000.0 and kw["metadata"]["seed"] == 0

@@ -155,7 +155,7 @@ def test_watcher_fake_trainer_progress_pause_stop(train_widget, tmp_path, qtbot,
     assert (run_dir / "widget_config.json").is_file() and (run_dir / "train.log").is_file()
     qtbot.waitUntil(lambda: sum(e.get("event") == "step" for e in w.events) >= 5, timeout=15000)
     assert w.plot.series["rec"][0][:2] == [1.0, 2.0] and w.plot.phases[0][0] == "T1"
-    assert "phase T1" in w.status.text() and "total" in w.status.text()
+    assert "T1: step" in w.status.text() and " left" in w.status.text() and "total" in w.status.text()
     # pause: the fake trainer acknowledges it ("paused" event) and waits while RUN_DIR/PAUSE exists; after it
     # has looked at the flag three times, still no step follows the "paused" event in the progress file
     w.pause_btn.setChecked(True)

@@ -129,7 +129,7 @@ def test_denoise_oom_halves_batch_and_tells_user(viewer_ct, tiny_checkpoints, sy
     assert "continuing with 1 slice(s)" in warns[1]
     assert w.messages.messages == [m.removeprefix("Denoise: ") for m in warns]
     status = str(w.status.value)
-    assert status.startswith("added 'CPCE (LIDnet) denoised'") and "continuing with 1 slice(s)" in status
+    assert status.startswith("added 'LDCT · CPCE (LIDnet)") and "continuing with 1 slice(s)" in status
     assert not notifications.errors()
     # same result as the plain model on the whole volume
     model, cfg = load_denoiser(tiny_checkpoints["denoiser"], device="cpu")
@@ -178,7 +178,7 @@ def test_denoise_oom_message_crosses_to_gui_thread(viewer_ct, tiny_checkpoints, 
     assert _warnings(notifications) == [oom[0][0]]
     assert label_threads == [main]
     assert "continuing with 2 slice(s)" in str(w.status.value)
-    assert viewer.layers[-1].name == "CPCE (LIDnet) denoised"
+    assert viewer.layers[-1].name == f"LDCT · {w.checkpoint.model_name}"
 
 
 def test_denoise_out_of_memory_on_cpu_is_a_readable_error(viewer_ct, tiny_checkpoints, sync_mode, notifications,

@@ -163,7 +163,10 @@ def test_radiomics_click_on_box_equals_glcm_features(viewer_with_layers, qtbot, 
             if r["layer"] != "NDCT":
                 assert r["diff"][k] == pytest.approx(abs(v - ref[k]), rel=1e-9, abs=1e-12, nan_ok=True)
     assert "original_firstorder_Mean" in rows[0]["features"]
-    assert w.table.rowCount() == 4 and w.table.horizontalHeaderItem(0).text() == "Correlation"
+    # features as rows, one column per layer (the full layer name is the column's tooltip)
+    assert w.table.columnCount() == 4 and w.table.rowCount() == len(rows[0]["features"])
+    assert w.table.verticalHeaderItem(0).text() == "Correlation"
+    assert [w.table.horizontalHeaderItem(j).toolTip() for j in range(4)][1] == "REDCNN baseline"
     # the ROI is drawn
     roi = viewer.layers["radiomics ROI"]
     assert len(roi.data) == 1

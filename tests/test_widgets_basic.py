@@ -79,7 +79,7 @@ def test_simulate_current_slice_matches_core(viewer_ct, sync_mode):
 
     sigma = soft_tissue_noise_sigma(np.asarray(layer.data)[2], ref)
     assert new.metadata["noise_sigma_hu"] == pytest.approx(sigma, nan_ok=True)
-    assert ("noise sigma" in w.status.value) or ("no uniform soft tissue" in w.status.value)
+    assert ("noise σ" in w.status.value) or ("no uniform soft tissue" in w.status.value)
     assert "photons per ray" in w.info.value and "1000 views" in w.info.value
 
 
@@ -138,7 +138,8 @@ def test_denoise_widget_matches_core_and_names_model(viewer_ct, tiny_checkpoints
     w.scope.value = "current slice"
     w.run()
     new = viewer.layers[-1]
-    assert new.name == "CPCE (LIDnet) denoised slice 2"
+    # named after the source and the checkpoint (the tiny file is a user checkpoint, not a shipped one)
+    assert new.name == f"NDCT · CPCE (LIDnet) · {tiny_checkpoints['denoiser'].parent.name}/denoiser.pt, step 0 · slice 2"
     assert new.data.shape == (1, 64, 64)
     assert np.isclose(new.translate[0], layer.translate[0] + 2 * layer.scale[0])
     assert new.metadata["model"] == "cpce" and new.metadata["method"] == "lidnet"
@@ -149,7 +150,7 @@ def test_denoise_widget_matches_core_and_names_model(viewer_ct, tiny_checkpoints
 
     w.scope.value = "whole volume"
     w.run()
-    assert viewer.layers[-1].name == "CPCE (LIDnet) denoised"
+    assert viewer.layers[-1].name == new.name.removesuffix(" · slice 2")
     assert viewer.layers[-1].data.shape == layer.data.shape
 
 

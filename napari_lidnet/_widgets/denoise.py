@@ -1,8 +1,10 @@
-"""Denoise widget: apply a trained denoiser checkpoint (baseline or LIDnet) to the current slice or the
-whole volume of a CT layer.
+"""Denoise widget: apply a denoiser checkpoint (a shipped one, or baseline / LIDnet from training) to the
+current slice or the whole volume of a CT layer.
 
-The architecture name and the HU range come from the checkpoint (its config); the architecture chosen in
-the widget is checked against it. Every computation is a call into :mod:`src_training.inference`.
+The architecture, the HU range and the training slice size come from the checkpoint; the architecture
+drop-down follows the checkpoint and is checked against it only when the user changed it. A slice of
+another size than the network's training size is resampled to it and back (the status line and the layer
+metadata say so). Every computation is a call into :mod:`src_training.inference`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,9 @@ from qtpy.QtCore import QCoreApplication
 from superqt.utils import ensure_main_thread
 
 from src_training import inference
-from src_training.checkpoint import load_checkpoint
+from src_training.checkpoint_files import peek_checkpoint as peek_file
 from src_training.errors import CheckpointError, ConfigError, LidnetError
 from src_training.models.denoisers import DENOISERS
-from src_training.windowing import DEFAULT_HU_RANGE
 
 from .._layers import current_slice_index, derived_image_kwargs, layer_volume
 from .._messages import notify_warning
@@ -115,30 +116,42 @@ def denoiser_choices() -> list[tuple[str, str]]:
 
 
 def peek_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a denoiser checkpoint's description without building the model.
+    """Read a denoiser checkpoint's description without building the model (memory-mapped:
+    :func:`src_training.checkpoint_files.peek_checkpoint`).
 
     Returns
     -------
     dict
-        ``model`` (architecture key), ``method`` ("baseline"/"lidnet"/None), ``step``, ``hu_range``.
+        ``model`` (architecture key), ``method`` ("baseline"/"lidnet"/None), ``step``, ``hu_range`` (HU),
+        ``image_size`` (training slice size in pixels, or None).
 
     Raises
     ------
     CheckpointError
         Unreadable file or not a denoiser checkpoint.
     """
-    ckpt = load_checkpoint(path)
-    if ckpt.get("kind") != "denoiser":
-        raise CheckpointError(
-            f"{path} is a {ckpt.get('kind') or 'unknown'} checkpoint, not a denoiser; choose a denoiser.pt."
-        )
-    config = dict(ckpt.get("config") or {})
-    return {
-        "model": str(ckpt.get("model") or config.get("denoiser") or ""),
-        "method": ckpt.get("method", config.get("method")),
-        "step": ckpt.get("step"),
-        "hu_range": tuple(float(v) for v in config.get("hu_range", DEFAULT_HU_RANGE)),
-    }
+    info = peek_file(path)
+    if info.kind != "denoiser":
+        raise CheckpointError(f"{path} is a {info.kind} checkpoint, not a denoiser; choose a denoiser checkpoint.")
+    return {"model": info.network, "method": info.method, "step": info.step, "hu_range": tuple(info.hu_range),
+            "image_size": info.image_size}
+
+
+def denoised_layer_name(source: str, model: str, z: int | None = None) -> str:
+    """Name of a denoised layer: the source layer's name and the model's, e.g.
+    ``"lung2 LDCT N0=1000 · CPCE LIDnet (shipped)"`` (``" · slice 7"`` added for one slice ``z``)."""
+    name = f"{source} · {model}" if model else f"{source} · denoised"
+    return name if z is None else f"{name} · slice {int(z)}"
+
+
+def resampling_note(config: dict[str, Any]) -> str:
+    """``"denoised at 256 × 256 px (the model's training size), resampled back to 512 × 512 px"`` when
+    :func:`denoise_work` resampled, else ``""``."""
+    r = config.get("resampled")
+    if not r:
+        return ""
+    (h, w), (sh, sw) = r["from"], r["to"]
+    return f"denoised at {sh} × {sw} px (the model's training size), resampled back to {h} × {w} px"
 
 
 def denoise_work(
@@ -149,6 +162,8 @@ def denoise_work(
     batch_size: int = 4,
     cancel_event: Any = None,
     on_message: Callable[[str], None] | None = None,
+    *,
+    resample: bool = True,
 ):
     """Progress generator: load the denoiser and denoise ``hu`` (runs in a worker thread).
 
@@ -157,7 +172,8 @@ def denoise_work(
     checkpoint : path
         ``denoiser.pt``.
     expected_model : str or None
-        Architecture chosen by the user (key of ``DENOISERS``); must match the checkpoint's.
+        Architecture chosen by the user (key of ``DENOISERS``); must match the checkpoint's. None: the
+        checkpoint's architecture, whatever it is.
     hu : ndarray float32 (z, y, x) HU
     device : "auto", "cuda", "cpu", "mps"
     batch_size : int
@@ -167,6 +183,10 @@ def denoise_work(
         Receives the out-of-memory fallback messages of :func:`src_training.inference.denoise_slices`
         (called in this thread; e.g. an :class:`InferenceMessages`). The progress messages repeat the
         latest one.
+    resample : bool
+        When the checkpoint records its training slice size (``config["image_size"]``, pixels) and the
+        slices of ``hu`` have another size, denoise them at the training size and resample back
+        (:func:`src_training.inference.denoise_slices`, ``image_size``). False: run on the input grid.
 
     Yields
     ------
@@ -175,7 +195,8 @@ def denoise_work(
     Returns
     -------
     (ndarray float32 (z, y, x) HU, dict config)
-        ``config`` has ``denoiser`` (name), ``method``, ``step``, ``hu_range``.
+        Same shape as ``hu``. ``config`` has ``denoiser`` (name), ``method``, ``step``, ``hu_range``,
+        ``image_size`` and ``resampled``: ``{"from": [y, x], "to": [S, S]}`` pixels, or None.
 
     Raises
     ------
@@ -199,6 +220,11 @@ def denoise_work(
             "or pick a checkpoint of the selected model."
         )
     hu_range = tuple(float(v) for v in config["hu_range"])
+    size = config.get("image_size")
+    grid = [int(v) for v in np.shape(hu)[-2:]]
+    work = int(size) if resample and size and grid != [int(size)] * 2 else None
+    config["resampled"] = {"from": grid, "to": [work, work]} if work else None
+    at = f" at {work} × {work} px" if work else ""
     out = np.empty(hu.shape, dtype=np.float32)
     start = 0
     notes: list[str] = []
@@ -208,10 +234,11 @@ def denoise_work(
         if on_message is not None:
             on_message(message)
 
-    for done, tot, batch in inference.denoise_slices(model, hu, hu_range, batch_size=int(batch_size), on_message=relay):
+    for done, tot, batch in inference.denoise_slices(model, hu, hu_range, batch_size=int(batch_size),
+                                                     on_message=relay, image_size=work):
         out[start:done] = batch
         start = done
-        text = f"denoising slice {done}/{tot}"
+        text = f"denoising slice {done}/{tot}{at}"
         yield (done, tot, f"{text} ({notes[-1]})" if notes else text)
         if cancel_event is not None and cancel_event.is_set():
             raise Cancelled("cancelled by the user")
@@ -219,12 +246,15 @@ def denoise_work(
 
 
 class DenoiseWidget(Container):
-    """Denoise the chosen CT layer with a trained denoiser (every model of ``DENOISERS``).
+    """Denoise the chosen CT layer with a denoiser checkpoint (every model of ``DENOISERS``).
 
-    Pick the checkpoint (a run folder's ``denoiser.pt``, a checkpoint registered by the Train widget, or
-    browse); the model drop-down follows the checkpoint and is validated against it. Result: a new image
-    layer such as ``"RED-CNN (LIDnet) denoised"`` with the source's scale, translate and window; its
-    metadata records model, method, checkpoint, step and HU range.
+    The checkpoint list (:class:`CheckpointChooser`) starts with the models that come with the plugin; the
+    shipped LIDnet CPCE is chosen by default (or the checkpoint chosen last time). The model drop-down
+    follows the checkpoint; it is checked against the checkpoint only when the user changed it. Result: a
+    new image layer named after the source and the model, e.g. ``"lung2 LDCT N0=1000 · CPCE LIDnet
+    (shipped)"``, with the source's scale, translate and window; its metadata records model, method,
+    checkpoint, step, HU range and any resampling to the model's training size. Running the same
+    checkpoint on the same layer again updates that layer instead of adding a copy.
 
     Parameters
     ----------
@@ -255,14 +285,27 @@ class DenoiseWidget(Container):
                 self.progress,
                 self.status,
             ])
+        try:
+            self.ckpt_info.native.setWordWrap(True)
+        except Exception:  # noqa: BLE001 - not a Qt label
+            pass
         self.runner = TaskRunner("Denoise", self.run_btn, self.cancel_btn, self.progress, self.status)
         #: Messages of the last run (out-of-memory fallbacks), see :class:`InferenceMessages`.
         self.messages = InferenceMessages("Denoise", self.status)
+        #: True once the user picked an architecture by hand (then checked against the checkpoint).
+        self.model_chosen = False
+        self._setting_model = False
         self.run_btn.changed.connect(self.run)
+        self.model.changed.connect(self._on_model)
         self.checkpoint.combo.changed.connect(self._on_checkpoint)
         self._on_checkpoint()
 
+    def _on_model(self, *_: Any) -> None:
+        if not self._setting_model:
+            self.model_chosen = True
+
     def _on_checkpoint(self, *_: Any) -> None:
+        self.model_chosen = False
         path = self.checkpoint.value
         if path is None:
             self.ckpt_info.value = "no checkpoint chosen"
@@ -274,17 +317,24 @@ class DenoiseWidget(Container):
             return
         keys = [k for _, k in denoiser_choices()]
         if info["model"] in keys:
-            self.model.value = info["model"]
+            self._setting_model = True
+            try:
+                self.model.value = info["model"]
+            finally:
+                self._setting_model = False
         lo, hi = info["hu_range"]
+        size = f", trained at {info['image_size']} px" if info.get("image_size") else ""
         self.ckpt_info.value = (
-            f"{denoiser_display_name(info['model'], info['method'])}, step {info['step']}, HU [{lo:g}, {hi:g}]"
+            f"{denoiser_display_name(info['model'], info['method'])}, step {info['step']}, "
+            f"HU [{lo:g}, {hi:g}]{size}"
         )
 
     def run(self, *_: Any) -> Any:
         """Start denoising (thread worker; synchronous with ``LIDNET_SYNC=1``)."""
         layer = self.image.value
         ckpt = self.checkpoint.value
-        expected = self.model.value
+        ckpt_name = self.checkpoint.model_name
+        expected = self.model.value if self.model_chosen else None
         device = self.device.value
         whole = self.scope.value == "whole volume"
         batch = int(self.batch_size.value)
@@ -297,7 +347,8 @@ class DenoiseWidget(Container):
             if layer is None:
                 raise LidnetError("Choose the image layer to denoise.")
             if ckpt is None:
-                raise CheckpointError("Choose a denoiser checkpoint (denoiser.pt of a training run) first.")
+                raise CheckpointError("Choose a denoiser checkpoint (a shipped model or the denoiser.pt of a "
+                                      "training run) first.")
             data = layer_volume(layer_data, layer.name)
             z0 = 0 if whole else z_cur
             hu = data if whole else data[z0 : z0 + 1]
@@ -310,7 +361,9 @@ class DenoiseWidget(Container):
             z0, out, config = result
             model_name = str(config.get("denoiser"))
             method = config.get("method")
-            name = f"{denoiser_display_name(model_name, method)} denoised" + ("" if whole else f" slice {z0}")
+            label = ckpt_name or denoiser_display_name(model_name, method)
+            name = denoised_layer_name(layer.name, label, None if whole else z0)
+            note = resampling_note(config)
             kwargs = derived_image_kwargs(
                 layer,
                 name=name,
@@ -320,14 +373,34 @@ class DenoiseWidget(Container):
                     "model": model_name,
                     "method": method,
                     "checkpoint": str(ckpt),
+                    "checkpoint_name": label,
                     "step": config.get("step"),
                     "device": device,
                     "denoised_from": layer.name,
+                    "model_image_size": config.get("image_size"),
+                    "resampled": config.get("resampled"),
+                    "resampling": note or "none (the slices have the model's training size)",
                 },
             )
             if np.asarray(layer.data).ndim == 2:
                 out = out[0]
-            self.viewer.add_image(out, **kwargs)
-            self.status.value = with_note(f"added '{name}'", messages)
+            old = self._same_result(name, layer.name, str(ckpt), out.shape)
+            if old is not None:  # same image, same checkpoint, same scope: update instead of "… [1]"
+                old.data = out
+                old.metadata = kwargs["metadata"]
+                verb = "updated"
+            else:
+                self.viewer.add_image(out, **kwargs)
+                verb = "added"
+            self.status.value = with_note(f"{verb} '{name}'" + (f"; {note}" if note else ""), messages)
 
         return runner.start(work, add, desc="Denoise")
+
+    def _same_result(self, name: str, source: str, ckpt: str, shape: tuple) -> Any:
+        """The layer a previous identical run added (same name, source, checkpoint and shape), or None."""
+        for ly in self.viewer.layers:
+            md = getattr(ly, "metadata", None) or {}
+            if (ly.name == name and md.get("denoised_from") == source and md.get("checkpoint") == ckpt
+                    and tuple(np.shape(ly.data)) == tuple(shape)):
+                return ly
+        return None

@@ -9,6 +9,13 @@ radiomics metric of the LIDnet paper (Table 3).
 pyradiomics (:mod:`.radiomics_features`) runs in a napari thread worker
 (:class:`~napari_lidnet._widgets._tasks.TaskRunner`, with a progress bar over the layers and Cancel); the
 ROI and the slices are read from the viewer in the GUI thread.
+
+Only the image layers covering the same pixels as the measured one (the reference, else the selected image:
+same slices, size and pixel spacing) are measured, so an output computed on one slice never fills a column.
+The table is compact: features as rows and layers as columns (or the other way round), cells showing the
+feature values or their |difference| to the reference, short titles with the full names as tooltips. In
+napari's grid mode the ROI layer is hidden (it would take a grid cell of its own); Compare's side-by-side
+view outlines the ROI in every cell.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont, QFontMetrics
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -31,6 +39,7 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -57,17 +66,29 @@ from ._layer_choice import (
     refill_combo,
 )
 from ._tasks import TaskRunner, run_controls
-from .radiomics_features import EXTRA_CLASSES, GLCM_COLUMNS, radiomics_rows_work, short_name
+from .compare_metrics import describe_grid, guess_role, layers_match, n_slices
+from .radiomics_features import (
+    EXTRA_CLASSES,
+    feature_tooltip,
+    radiomics_rows_work,
+    short_layer_title,
+    short_name,
+)
 
 if TYPE_CHECKING:
     import napari
 
 #: Name of the shapes layer showing the measured ROI.
 ROI_LAYER_NAME = RADIOMICS_ROI_NAME
+#: Table cell contents: (key, label of the "Show" drop-down).
+CELL_MODES = (("value", "feature values"), ("diff", "|difference| to the reference"))
+#: Widest row / column title of the table (pixels); longer titles are elided (full text in the tooltip).
+MAX_TITLE_PX = 150
 
 
 class RadiomicsWidget(QWidget):
-    """Dock widget measuring pyradiomics features in an ROI of every image layer on the current slice.
+    """Dock widget measuring pyradiomics features in an ROI of every image layer covering the same pixels as
+    the reference (:meth:`measured_layers`) on the current slice.
 
     Click inside a rectangle of the chosen boxes layer (the box is the ROI) or anywhere else (a square of
     "ROI size" pixels centred on the click is the ROI). A click that drags (panning) does nothing.
@@ -79,7 +100,7 @@ class RadiomicsWidget(QWidget):
     Attributes
     ----------
     rows : list[dict]
-        After a measurement: one dict per image layer with ``layer``, ``slice``, ``box`` (x0, y0, x1, y1 in
+        After a measurement: one dict per measured image layer with ``layer``, ``slice``, ``box`` (x0, y0, x1, y1 in
         that layer's pixels), ``features`` (the :func:`glcm_features` dict) and ``diff`` (absolute difference
         to the reference layer, feature by feature; empty for the reference itself), or ``error``.
     runner : TaskRunner
@@ -108,6 +129,12 @@ class RadiomicsWidget(QWidget):
         self.bin_spin.setToolTip("Grey-level bin width of pyradiomics (25 HU is its default).")
         self.click_check = QCheckBox("Measure on click in the viewer")
         self.click_check.setChecked(True)
+        self.cells_combo = QComboBox()
+        for _key, label in CELL_MODES:
+            self.cells_combo.addItem(label)
+        self.cells_combo.setToolTip("What the table cells show: the features, or |feature − reference feature|.")
+        self.layers_as_rows = QCheckBox("Layers as rows")
+        self.layers_as_rows.setToolTip("Default: one row per feature, one column per layer.")
 
         form = QFormLayout()
         form.addRow("Lesion boxes", self.boxes_combo)
@@ -131,6 +158,13 @@ class RadiomicsWidget(QWidget):
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setMinimumHeight(200)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setMinimumSectionSize(36)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        view_row = QHBoxLayout()
+        view_row.addWidget(QLabel("Show"))
+        view_row.addWidget(self.cells_combo, stretch=1)
+        view_row.addWidget(self.layers_as_rows)
         self.copy_btn = QPushButton("Copy table")
         self.csv_btn = QPushButton("Export CSV…")
         btns = QHBoxLayout()
@@ -147,13 +181,22 @@ class RadiomicsWidget(QWidget):
         layout.addLayout(progress_row)
         layout.addWidget(self.status.native)
         layout.addWidget(self.info)
+        layout.addLayout(view_row)
         layout.addWidget(self.table, stretch=1)
         layout.addLayout(btns)
 
         self.copy_btn.clicked.connect(self.copy_to_clipboard)
         self.csv_btn.clicked.connect(self._on_export_clicked)
+        self._fitting = False
+        self.table.horizontalHeader().sectionResized.connect(self._fit_titles)
+        self.cells_combo.currentIndexChanged.connect(self._refill)
+        self.layers_as_rows.toggled.connect(self._refill)
         self._follower = LayerFollower(self.viewer, self.refresh_choices)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
+        self._roi_hidden_for_grid = False
+        self.viewer.canvas.grid.events.enabled.connect(self._on_grid_toggled)
+        self._ref_name: str | None = None
+        self._skipped: list[str] = []
         self.refresh_choices()
 
     # ------------------------------------------------------------------ choices
@@ -161,12 +204,32 @@ class RadiomicsWidget(QWidget):
         """Refill the boxes and reference choosers (keeps current choices; guesses "box"/"lesion" and "NDCT";
         detections, RPN proposals and the ROI layer itself are not offered as boxes)."""
         snames = [ly.name for ly in box_layers(self.viewer)]
-        inames = [ly.name for ly in image_layers(self.viewer, include_derived=False)]
+        cands = [(ly.name, n_slices(ly)) for ly in image_layers(self.viewer, include_derived=False)]
         refill_combo(self.boxes_combo, snames, guess_name(snames, ("box", "lesion")))
-        refill_combo(self.ref_combo, inames, guess_name(inames, ("ndct", "normal")))
+        refill_combo(self.ref_combo, [n for n, _ in cands], guess_role(cands, "ndct"))
 
     def _layer(self, name: str):
         return layer_by_name(self.viewer, name)
+
+    def measured_layer(self):
+        """The image layer whose pixels define the ROI: the reference, else the selected image layer, else
+        the image with the most slices (None without image layers)."""
+        images = image_layers(self.viewer, include_derived=False)
+        ref = self._layer(self.ref_combo.currentText())
+        if ref is not None:
+            return ref
+        active = self.viewer.layers.selection.active
+        if active is not None and active.name in [ly.name for ly in images]:
+            return active
+        return max(images, key=n_slices) if images else None
+
+    def measured_layers(self) -> list:
+        """The image layers measured (bottom to top): those covering the same pixels as
+        :meth:`measured_layer` (same slices, size and pixel spacing; difference maps left out)."""
+        anchor = self.measured_layer()
+        if anchor is None:
+            return []
+        return [ly for ly in image_layers(self.viewer, include_derived=False) if layers_match(ly, anchor)]
 
     def feature_classes(self) -> tuple[str, ...]:
         """The pyradiomics classes to compute: ``glcm`` plus the ticked ones."""
@@ -225,10 +288,9 @@ class RadiomicsWidget(QWidget):
             axis = ndim - 3
             if not np.isclose(self.viewer.dims.point[axis], world_point[-3]):
                 self.viewer.dims.set_point(axis, float(world_point[-3]))
-        images = image_layers(self.viewer, include_derived=False)
-        if not images:
+        grid_layer = self.measured_layer()
+        if grid_layer is None:
             raise LidnetError("Open an image layer first: there is nothing to measure.")
-        grid_layer = self._layer(self.ref_combo.currentText()) or images[0]
         z = slice_index(self.viewer, grid_layer)
         pd = np.asarray(grid_layer.world_to_data(world_point), dtype=float)
         py, px = pd[-2], pd[-1]
@@ -293,7 +355,13 @@ class RadiomicsWidget(QWidget):
         def work():  # TaskRunner.start calls this in the GUI thread; the generator it returns runs in the worker
             roi = state["roi"] = self.roi_at(world_point)
             items = []
-            for ly in image_layers(self.viewer, include_derived=False):
+            measured = self.measured_layers()
+            anchor = self.measured_layer()
+            state["skipped"] = [
+                f"'{ly.name}' ({describe_grid(ly)})" for ly in image_layers(self.viewer, include_derived=False)
+                if ly.name not in [m.name for m in measured]
+            ] if anchor is not None else []
+            for ly in measured:
                 z, box = self._box_in_layer(ly, roi["world_corners"])
                 item = {"layer": ly.name, "slice": z, "box": box}
                 try:
@@ -310,6 +378,7 @@ class RadiomicsWidget(QWidget):
             has_ref = any(r["layer"] == ref_name and r["features"] for r in rows)
             self.rows = rows
             self._last_roi = roi
+            self._skipped = state["skipped"]
             self._show_roi(roi)
             self._fill_table(rows, ref_name if has_ref else None, roi)
 
@@ -328,11 +397,13 @@ class RadiomicsWidget(QWidget):
             rect = np.array([[z, d0[-2], d0[-1]], [z, d0[-2], d1[-1]], [z, d1[-2], d1[-1]], [z, d1[-2], d0[-1]]])
         else:
             rect = np.array([[d0[-2], d0[-1]], [d0[-2], d1[-1]], [d1[-2], d1[-1]], [d1[-2], d0[-1]]])
+        in_grid = bool(self.viewer.canvas.grid.enabled)
         if ROI_LAYER_NAME in self.viewer.layers:
             lay = self.viewer.layers[ROI_LAYER_NAME]
             lay.data = [rect]
         else:
             active = self.viewer.layers.selection.active
+            self._roi_hidden_for_grid = in_grid
             lay = self.viewer.add_shapes(
                 [rect],
                 shape_type="rectangle",
@@ -342,9 +413,27 @@ class RadiomicsWidget(QWidget):
                 edge_width=1.5,
                 scale=grid_layer.scale[-rect.shape[1]:],
                 translate=grid_layer.translate[-rect.shape[1]:],
+                visible=not in_grid,  # in grid mode it would take a cell of its own
             )
             if active is not None:  # keep the user's selection (adding a layer selects it)
                 self.viewer.layers.selection.active = active
+
+    def _on_grid_toggled(self, event: Any = None) -> None:
+        """Grid mode on: hide the ROI layer (it would take a cell of its own); off: show it again if it was
+        hidden for the grid."""
+        try:
+            lay = self._layer(ROI_LAYER_NAME)
+            enabled = bool(self.viewer.canvas.grid.enabled)
+        except RuntimeError:  # the widget or viewer is gone
+            return
+        if lay is None:
+            return
+        if enabled and lay.visible:
+            lay.visible = False
+            self._roi_hidden_for_grid = True
+        elif not enabled and self._roi_hidden_for_grid:
+            lay.visible = True
+            self._roi_hidden_for_grid = False
 
     # ------------------------------------------------------------------ table / export
     def _columns(self) -> list[str]:
@@ -355,49 +444,111 @@ class RadiomicsWidget(QWidget):
                     keys.append(k)
         return keys
 
+    def cell_mode(self) -> str:
+        """``"value"`` (feature values) or ``"diff"`` (|difference| to the reference), as shown."""
+        return CELL_MODES[max(self.cells_combo.currentIndex(), 0)][0]
+
+    def _title(self, text: str, width: int = MAX_TITLE_PX, lines: int = 1, fm: QFontMetrics | None = None) -> str:
+        """``text`` on up to ``lines`` (1 or 2) lines of at most ``width`` pixels (font metrics ``fm``, default
+        the table's font): split at the space giving the narrowest lines, each line elided (middle) when
+        still too wide."""
+        fm = fm or QFontMetrics(self.table.font())
+        words = text.split()
+        if lines > 1 and fm.horizontalAdvance(text) > width and len(words) > 1:
+            splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+            parts = min(splits, key=lambda p: max(fm.horizontalAdvance(p[0]), fm.horizontalAdvance(p[1])))
+        else:
+            parts = (text,)
+        return "\n".join(fm.elidedText(p, Qt.TextElideMode.ElideMiddle, width) for p in parts)
+
+    def _refill(self, *_: Any) -> None:
+        if self.rows and self._last_roi is not None:
+            self._fill_table(self.rows, self._ref_name, self._last_roi)
+
     def _fill_table(self, rows, ref_name, roi) -> None:
+        """Features as rows and layers as columns (or transposed with "Layers as rows"); the cells show the
+        values or the |differences| to the reference (``ref_name``, or None). Titles are short (layer
+        titles without "denoised" / "(shipped)", elided to :data:`MAX_TITLE_PX` pixels) with the full
+        names as tooltips, so the table fits a narrow dock without sideways scrolling."""
+        self._ref_name = ref_name
         keys = self._columns()
-        headers = []
-        for k in keys:
-            headers.append(short_name(k))
-            if ref_name:
-                headers.append("|Δ|")
-        headers.append("note")
+        diff = self.cell_mode() == "diff" and ref_name is not None
+        feats = [(self._title(short_name(k)), feature_tooltip(k)) for k in keys]
+        by_layer = not self.layers_as_rows.isChecked()  # default: layers are the columns
+        per_col = max(36, (self.table.viewport().width() or 300) // max(len(rows), 1) - 8)
+        lays = [
+            (self._title(short_layer_title(r["layer"]), min(MAX_TITLE_PX, per_col), lines=2 if by_layer else 1),
+             r["layer"] + (" (reference)" if r["layer"] == ref_name else "") + (f": {r['error']}" if r.get("error") else ""))
+            for r in rows
+        ]
+        row_titles, col_titles = (feats, lays) if by_layer else (lays, feats)
         self.table.clear()
-        self.table.setRowCount(len(rows))
-        self.table.setColumnCount(len(headers))
-        self.table.setHorizontalHeaderLabels(headers)
-        tips = []
-        for k in keys:
-            tips.append(f"{k}: pyradiomics original_glcm_{'Correlation' if k == 'correlation' else 'Idm' if k == 'homogeneity' else 'JointEnergy'}" if k in GLCM_COLUMNS else k)
-            if ref_name:
-                tips.append(f"|{short_name(k)} − {short_name(k)} of {ref_name}|")
-        for j, tip in enumerate(tips):
-            self.table.horizontalHeaderItem(j).setToolTip(tip)
-        self.table.setVerticalHeaderLabels([r["layer"] + (" (ref)" if r["layer"] == ref_name else "") for r in rows])
-        for i, r in enumerate(rows):
-            j = 0
-            for k in keys:
-                vals = [r["features"].get(k)]
-                if ref_name:
-                    vals.append(r["diff"].get(k))
-                for v in vals:
-                    item = QTableWidgetItem("–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}")
-                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                    item.setData(Qt.ItemDataRole.UserRole, v)
-                    self.table.setItem(i, j, item)
-                    j += 1
-            self.table.setItem(i, j, QTableWidgetItem(r.get("error", "")))
-        self.table.resizeColumnsToContents()
+        self.table.setRowCount(len(row_titles))
+        self.table.setColumnCount(len(col_titles))
+        bold = QFont()
+        bold.setBold(True)
+        for setter, titles, is_layer in ((self.table.setVerticalHeaderItem, row_titles, not by_layer),
+                                         (self.table.setHorizontalHeaderItem, col_titles, by_layer)):
+            for i, (text, tip) in enumerate(titles):
+                item = QTableWidgetItem(text)
+                item.setToolTip(tip)
+                if is_layer:  # re-fitted to the column width when the table is resized
+                    item.setData(Qt.ItemDataRole.UserRole, short_layer_title(rows[i]["layer"]))
+                if is_layer and rows[i]["layer"] == ref_name:
+                    item.setFont(bold)
+                setter(i, item)
+        for li, r in enumerate(rows):
+            for fi, k in enumerate(keys):
+                v = (r.get("diff") or {}).get(k) if diff else r["features"].get(k)
+                text = "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+                if diff and r["layer"] == ref_name:
+                    text = "ref"
+                item = QTableWidgetItem(text)
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                item.setData(Qt.ItemDataRole.UserRole, v)
+                item.setToolTip(f"{r['layer']}: {short_name(k)}" + (f" |Δ| to {ref_name}" if diff else "")
+                                + (f" — {r['error']}" if r.get("error") else ""))
+                self.table.setItem(fi if by_layer else li, li if by_layer else fi, item)
+        self._fit_titles()
         first = rows[0] if rows else None
         if first is not None:
             b = first["box"]
             where = f"slice {first['slice']}, " if first["slice"] is not None else ""
+            skipped = f" Not measured (other size): {', '.join(self._skipped)}." if self._skipped else ""
             self.info.setText(
                 f"ROI ({'lesion box' if roi['source'] == 'box' else 'square around the click'}): {where}"
                 f"x {b[0]:.0f}–{b[2]:.0f}, y {b[1]:.0f}–{b[3]:.0f} px in '{first['layer']}' "
                 f"({b[2] - b[0]:.0f}×{b[3] - b[1]:.0f} px). Features in HU, bin width {self.bin_spin.value()} HU."
+                + skipped
             )
+
+    def _fit_titles(self, *_: Any) -> None:
+        """Fit the layer column titles to their columns' widths (two lines, elided; runs on resizes)."""
+        if self._fitting or self.layers_as_rows.isChecked():
+            return
+        self._fitting = True
+        try:
+            header = self.table.horizontalHeader()
+            for j in range(self.table.columnCount()):
+                item = self.table.horizontalHeaderItem(j)
+                short = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+                if short:
+                    width = max(24, min(MAX_TITLE_PX, header.sectionSize(j) - 16))  # the header's padding
+                    text = self._title(str(short), width, lines=2, fm=header.fontMetrics())
+                    if item.text() != text:
+                        item.setText(text)
+        finally:
+            self._fitting = False
+
+    def table_value(self, feature: str, layer_name: str) -> float | None:
+        """The raw number behind a table cell (feature key, e.g. ``"correlation"``; layer name), in the
+        current cell mode and orientation."""
+        keys = self._columns()
+        li = [r["layer"] for r in self.rows].index(layer_name)
+        fi = keys.index(feature)
+        by_layer = not self.layers_as_rows.isChecked()
+        item = self.table.item(fi if by_layer else li, li if by_layer else fi)
+        return item.data(Qt.ItemDataRole.UserRole)
 
     def table_text(self, sep: str = "\t") -> str:
         """The measurements as delimited text (header + one line per layer): layer, slice, box, features,

@@ -32,6 +32,30 @@ def short_name(key: str) -> str:
     return f"{parts[1]} {parts[2]}" if len(parts) == 3 and parts[0] == "original" else key
 
 
+#: pyradiomics names of the GLCM features (keys of glcm_features' result -> pyradiomics feature).
+GLCM_PYRADIOMICS: dict[str, str] = {
+    "correlation": "original_glcm_Correlation",
+    "homogeneity": "original_glcm_Idm",
+    "energy": "original_glcm_JointEnergy",
+}
+
+#: Words left out of layer titles in the table (the full name is the tooltip).
+_TITLE_NOISE = ("denoised", "(shipped)", "output")
+
+
+def feature_tooltip(key: str) -> str:
+    """What a feature key is, for a tooltip: ``"homogeneity"`` -> ``"homogeneity: pyradiomics
+    original_glcm_Idm"``; other keys (``original_firstorder_Mean``) are returned as they are."""
+    return f"{key}: pyradiomics {GLCM_PYRADIOMICS[key]}" if key in GLCM_PYRADIOMICS else key
+
+
+def short_layer_title(name: str) -> str:
+    """A layer name shortened for a table title: "denoised", "(shipped)" and "output" left out
+    (``"CPCE LIDnet (shipped) denoised"`` -> ``"CPCE LIDnet"``); the name itself when nothing is left."""
+    words = [w for w in name.split() if w.lower() not in _TITLE_NOISE]
+    return " ".join(words) or name
+
+
 def radiomics_rows_work(items: Sequence[dict[str, Any]], feature_classes: Sequence[str], bin_width: float,
                         ref_name: str | None):
     """Progress generator computing the features of every layer's ROI (runs in a worker thread: arrays only).
@@ -90,4 +114,12 @@ def radiomics_rows_work(items: Sequence[dict[str, Any]], feature_classes: Sequen
     return rows
 
 
-__all__ = ["EXTRA_CLASSES", "GLCM_COLUMNS", "radiomics_rows_work", "short_name"]
+__all__ = [
+    "EXTRA_CLASSES",
+    "GLCM_COLUMNS",
+    "GLCM_PYRADIOMICS",
+    "feature_tooltip",
+    "radiomics_rows_work",
+    "short_layer_title",
+    "short_name",
+]

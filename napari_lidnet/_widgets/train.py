@@ -32,6 +32,7 @@ from src_training.runs import (
     PROGRESS_FILE,
     STATE_FILE,
     STOP_FILE,
+    RunPace,
     check_new_run_dir,
     close_log,
     default_runs_root,
@@ -42,6 +43,7 @@ from src_training.runs import (
     request_pause,
     request_stop,
     resume_files,
+    run_pace,
     training_command,
     watch_training,
 )
@@ -53,7 +55,17 @@ from ._checkpoints import register_run_dir
 from ._lifecycle import on_window_close
 from ._tasks import start_worker, wait_worker
 from .loss_plot import PHASE_COLORS, LossPlot, render_loss_plot
-from .train_form import DATA_LAYERS, DATA_PATH, DATA_SAMPLE, LAYER_DATA_FILE, TrainForm, save_layers_npz
+from .train_form import (
+    CUSTOM,
+    DATA_LAYERS,
+    DATA_PATH,
+    DATA_SAMPLE,
+    LAYER_DATA_FILE,
+    PRESETS,
+    TrainForm,
+    default_preset_name,
+    save_layers_npz,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -342,18 +354,20 @@ class TrainWidget(TrainForm):
         h, m = divmod(m, 60)
         return f"{h:d}:{m:02d}:{s:02d}"
 
+    def pace(self) -> RunPace | None:
+        """Position, seconds per step and time left of the watched run (:func:`src_training.runs.run_pace`
+        over the events received so far)."""
+        return run_pace(self.events)
+
     def _update_status(self) -> None:
         ev = self._last
         parts = [self.state]
+        pace = self.pace() if ev else None
+        if pace is not None:
+            parts.append(pace.text())
+            if pace.total_steps:
+                parts.append(f"total {pace.global_step}/{pace.total_steps}")
         if ev:
-            phase = ev.get("phase")
-            if phase:
-                rnd = ev.get("round")
-                parts.append(f"phase {phase}" + (f" (round {rnd})" if rnd and phase not in ("T1", "baseline") else ""))
-            if ev.get("step") is not None and ev.get("phase_steps"):
-                parts.append(f"step {ev.get('step')}/{ev.get('phase_steps')}")
-            if ev.get("global_step") is not None and ev.get("total_steps"):
-                parts.append(f"total {ev.get('global_step')}/{ev.get('total_steps')}")
             losses = ev.get("losses") or {}
             if losses:
                 parts.append(", ".join(f"{k} {float(v):.4g}" for k, v in list(losses.items())[:4]))
@@ -393,6 +407,7 @@ class TrainWidget(TrainForm):
 
 __all__ = [
     "CONFIG_FILE",
+    "CUSTOM",
     "DATA_LAYERS",
     "DATA_PATH",
     "DATA_SAMPLE",
@@ -400,11 +415,13 @@ __all__ = [
     "LOG_FILE",
     "PAUSE_FILE",
     "PHASE_COLORS",
+    "PRESETS",
     "PROGRESS_FILE",
     "STATE_FILE",
     "STOP_FILE",
     "LossPlot",
     "TrainWidget",
+    "default_preset_name",
     "default_runs_root",
     "event_dict",
     "launch_training",

@@ -1,5 +1,13 @@
-"""The form of the Train widget: training data, model and schedule, images / device / run folder, and the
-validated :class:`src_training.config.TrainConfig` built from it.
+"""The form of the Train widget: a preset, training data, model and schedule, images / device / run folder,
+and the validated :class:`src_training.config.TrainConfig` built from it.
+
+Presets (:data:`PRESETS`, typed :class:`TrainPreset` records): ``"CPU quick"`` is the demo recipe's scale
+(:data:`src_training.experiment.DEMO_BUDGET`: CPCE, the shipped NDCT Faster R-CNN as the start so T1 is skipped,
+256 px slices, lesion-centred 128 px crops, 3 rounds of 80 T2 / 30 T3 steps), finishing in minutes on two
+CPU cores; ``"paper"`` is the paper's budget (RED-CNN, ResNet-50, T1 = T2 = 4000, T3 = 2000, batch 8, native
+size: GPU hours). The form opens on "CPU quick" when no CUDA / MPS device is available
+(:func:`default_preset_name`), on "paper" otherwise; editing a field turns the choice into ``"custom"``
+(the non-form settings of the last preset are kept).
 
 :class:`TrainForm` holds the fields only; :class:`napari_lidnet._widgets.train.TrainWidget` adds the run
 controls (start, pause, stop, resume), the status line and the live loss plot.
@@ -8,9 +16,11 @@ controls (start, pause, stop, resume), the status line and the live loss plot.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from qtpy.QtWidgets import (
@@ -40,12 +50,16 @@ from src_training.config import (
     TASK_NETWORKS,
     TrainConfig,
 )
+from src_training.device import auto_device
 from src_training.errors import ConfigError, LidnetError
-from src_training.runs import default_runs_root
+from src_training.experiment import DEMO_BUDGET
+from src_training.protocol import DATA_SEED, DETECTOR_FILE, IMAGE_SIZE, TRAIN_NODULES, shipped_weights
+from src_training.runs import default_runs_root, format_duration
 from src_training.sample import sample_case_names
 
 from .._boxes import boxes_from_shapes_data, vertices_in_image
 from .._layers import layer_spacing
+from .._sample_data import ldct_cache_dir
 from ._controls import device_choices
 from ._layer_choice import LayerFollower, box_layers, guess_name, image_layers, layer_by_name, refill_combo
 
@@ -100,6 +114,135 @@ def save_layers_npz(image_layer, boxes_layer, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+# --------------------------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class PresetTiming:
+    """Measured cost of a preset on a stated machine (what its time estimate is computed from).
+
+    Attributes
+    ----------
+    seconds_per_step : mapping phase -> float
+        Wall-clock seconds per optimisation step of each phase (``"T1"``, ``"T2"``, ``"T3"``).
+    data_s : float
+        Seconds from launch to the first step (loading, cached low-dose simulation, model set-up).
+    first_data_s : float or None
+        The same on an empty simulation cache (the native low-dose simulation of the training case); None
+        when not measured.
+    machine : str
+        Where it was measured, e.g. ``"2 CPU cores (AMD EPYC)"``.
+    """
+
+    seconds_per_step: Mapping[str, float]
+    data_s: float
+    first_data_s: Optional[float]
+    machine: str
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """A named set of Train form values plus the configuration fields the form does not show.
+
+    Attributes
+    ----------
+    name : str
+        Shown in the preset chooser (``"CPU quick"``, ``"paper"``).
+    summary : str
+        One line: what the preset trains, how and for how long.
+    values : mapping
+        Form values as :meth:`TrainForm.set_values` takes them (``denoiser``, ``backbone``, ``t1`` ... ``crop_size``;
+        ``image_size`` / ``crop_size`` 0 = native size / whole slices).
+    extras : mapping
+        :class:`~src_training.config.TrainConfig` fields not on the form (learning rates, lesion-centred crop
+        fraction ...), applied by :meth:`TrainForm.build_config`.
+    sample_extras : mapping
+        Extra fields applied only when the data source is a bundled sample case (the demo's synthetic nodules
+        and data seed, so that the cached low-dose simulation of the demo is reused).
+    shipped_detector : str or None
+        File name of a shipped detector (:func:`src_training.protocol.shipped_weights`) to start from
+        (``detector_weights``); used only while the backbone is the preset's.
+    timing : PresetTiming or None
+        Measured cost (None: no measurement on a CPU, e.g. the paper's GPU budget).
+    """
+
+    name: str
+    summary: str
+    values: Mapping[str, Any]
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    sample_extras: Mapping[str, Any] = field(default_factory=dict)
+    shipped_detector: Optional[str] = None
+    timing: Optional[PresetTiming] = None
+
+    def estimate_seconds(self, cfg: TrainConfig, method: str = "lidnet") -> Optional[float]:
+        """Estimated wall-clock seconds of a run of ``cfg`` from this preset's measurement.
+
+        Only when ``cfg`` costs per step what was measured (LIDnet, CNN form, collaborative strategy, same
+        denoiser, backbone, batch size, image and crop size, on a CPU); then the estimate is the set-up time
+        plus the steps of every phase times their measured seconds per step. None otherwise.
+        """
+        t = self.timing
+        if t is None or method != "lidnet" or cfg.form != "cnn" or cfg.strategy != "collaborative":
+            return None
+        v = self.values
+        same = (cfg.denoiser == v["denoiser"] and cfg.detector_backbone == v["backbone"]
+                and cfg.batch_size == v["batch_size"] and (cfg.image_size or 0) == v["image_size"]
+                and (cfg.crop_size or 0) == v["crop_size"])
+        try:
+            on_cpu = auto_device(cfg.device).type == "cpu"
+        except LidnetError:
+            on_cpu = False
+        if not (same and on_cpu):
+            return None
+        s = t.seconds_per_step
+        steps = cfg.t1 * s.get("T1", s["T3"]) + cfg.rounds * (cfg.t2 * s["T2"] + cfg.t3 * s["T3"])
+        return t.data_s + steps
+
+
+#: Preset name shown once the user has edited a field.
+CUSTOM = "custom"
+
+#: The demo recipe (src_training.experiment.DEMO_BUDGET) as Train form values.
+_QUICK = DEMO_BUDGET.config(denoiser="cpce")
+
+PRESETS: dict[str, TrainPreset] = {
+    "CPU quick": TrainPreset(
+        name="CPU quick",
+        summary=(f"CPU quick: CPCE denoiser + the shipped NDCT Faster R-CNN (ResNet-18, so T1 is skipped), "
+                 f"{_QUICK.rounds} rounds of {_QUICK.t2} T2 / {_QUICK.t3} T3 steps, batch {_QUICK.batch_size} "
+                 f"lesion-centred {_QUICK.crop_size} px crops of {IMAGE_SIZE} px slices (the demo's recipe)"),
+        values=dict(denoiser=_QUICK.denoiser, backbone=_QUICK.detector_backbone, t1=0, t2=_QUICK.t2,
+                    t3=_QUICK.t3, rounds=_QUICK.rounds, batch_size=_QUICK.batch_size, image_size=IMAGE_SIZE,
+                    crop_size=_QUICK.crop_size, n0=1000.0, k=5, lambda1=5.0, lambda2=5.0, method="lidnet",
+                    form="cnn", strategy="collaborative", perceptual="roi", loss_reduction="paper"),
+        extras=dict(lr_denoiser=_QUICK.lr_denoiser, lr_detector=_QUICK.lr_detector,
+                    detector_optimizer=_QUICK.detector_optimizer, lesion_crop_fraction=_QUICK.lesion_crop_fraction),
+        sample_extras=dict(synthetic_nodules_per_slice=TRAIN_NODULES, data_seed=DATA_SEED),
+        shipped_detector=DETECTOR_FILE,
+        # measured: this preset started from the Train widget (`lidnet train`, sample lung1, demo's LDCT cache),
+        # 2 CPU cores (AMD EPYC), no other load: T2 4.9 s/step, T3 4.2 s/step, 10 s to the first step
+        timing=PresetTiming(seconds_per_step={"T2": 4.9, "T3": 4.2}, data_s=10.0, first_data_s=None,
+                            machine="2 CPU cores"),
+    ),
+    "paper": TrainPreset(
+        name="paper",
+        summary=("paper: RED-CNN + Faster R-CNN ResNet-50 trained from scratch, T1 = T2 = 4000, T3 = 2000 steps, "
+                 "batch 8 whole slices at native size (Chen et al. 2021, Sec. 4.1)"),
+        values=dict(denoiser="redcnn", backbone="resnet50", t1=4000, t2=4000, t3=2000, rounds=1, batch_size=8,
+                    image_size=0, crop_size=0, n0=1000.0, k=5, lambda1=5.0, lambda2=5.0, method="lidnet",
+                    form="cnn", strategy="collaborative", perceptual="roi", loss_reduction="paper"),
+    ),
+}
+
+
+def default_preset_name() -> str:
+    """``"CPU quick"`` when the automatic device choice (:func:`src_training.device.auto_device`) is the CPU
+    (no CUDA or MPS device), else ``"paper"``."""
+    try:
+        dev = auto_device("auto")
+    except LidnetError:
+        return "CPU quick"
+    return "CPU quick" if dev.type == "cpu" else "paper"
+
+
 
 class TrainForm(QWidget):
     """The Train widget's form (no run control): what to train, how, where.
@@ -116,6 +259,20 @@ class TrainForm(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         defaults = TrainConfig()
+        self._applying = False
+        self._base_preset: TrainPreset = PRESETS[default_preset_name()]
+
+        # ---- preset
+        preset_box = QGroupBox("Preset")
+        pf = QVBoxLayout(preset_box)
+        self.preset_combo = QComboBox()
+        self.preset_combo.addItems(list(PRESETS))
+        self.preset_combo.setToolTip("CPU quick: the demo's recipe, minutes on a laptop CPU. paper: the paper's "
+                                     "budget, for a GPU. Editing any field below makes it 'custom'.")
+        self.preset_summary = QLabel("")
+        self.preset_summary.setWordWrap(True)
+        pf.addWidget(self.preset_combo)
+        pf.addWidget(self.preset_summary)
 
         # ---- data
         data_box = QGroupBox("Training data")
@@ -242,6 +399,7 @@ class TrainForm(QWidget):
         rf.addRow("run folder", run_row)
 
         layout = QVBoxLayout(self)
+        layout.addWidget(preset_box)
         layout.addWidget(data_box)
         layout.addWidget(model_box)
         layout.addWidget(run_box)
@@ -249,6 +407,14 @@ class TrainForm(QWidget):
         self._follower = LayerFollower(self.viewer, self.refresh_choices)
         self.refresh_choices()
         self._update_data_rows()
+        self.apply_preset(self._base_preset.name)
+        self.preset_combo.currentTextChanged.connect(self._on_preset_chosen)
+        for combo in self._preset_combos().values():
+            combo.currentTextChanged.connect(self._on_field_edited)
+        for spin in self._spins().values():
+            spin.valueChanged.connect(self._on_field_edited)
+        self.data_mode.currentTextChanged.connect(self._update_summary)
+        self.device_combo.currentTextChanged.connect(self._update_summary)
 
     # ------------------------------------------------------------------ small builders
     @staticmethod
@@ -297,19 +463,127 @@ class TrainForm(QWidget):
         if path:
             self.run_edit.setText(path)
 
+    # ------------------------------------------------------------------ presets
+    def _preset_combos(self) -> dict[str, QComboBox]:
+        """The drop-downs a preset sets (keys of :meth:`set_values`)."""
+        return {"denoiser": self.denoiser_combo, "backbone": self.backbone_combo, "method": self.method_combo,
+                "form": self.form_combo, "strategy": self.strategy_combo, "perceptual": self.perceptual_combo,
+                "baseline_loss": self.baseline_loss_combo, "task_network": self.task_combo,
+                "loss_reduction": self.reduction_combo}
+
+    def _spins(self) -> dict[str, QSpinBox | QDoubleSpinBox]:
+        return {"n0": self.n0_spin, "t1": self.t1_spin, "t2": self.t2_spin, "t3": self.t3_spin,
+                "rounds": self.rounds_spin, "lambda1": self.lambda1_spin, "lambda2": self.lambda2_spin,
+                "k": self.k_spin, "batch_size": self.batch_spin, "image_size": self.size_spin,
+                "crop_size": self.crop_spin}
+
+    @property
+    def preset_name(self) -> str:
+        """The chosen preset: a key of :data:`PRESETS`, or ``"custom"`` after an edit."""
+        return self.preset_combo.currentText()
+
+    @property
+    def base_preset(self) -> TrainPreset:
+        """The preset last applied (its non-form settings stay in force while the choice is ``"custom"``)."""
+        return self._base_preset
+
+    def apply_preset(self, name: str) -> None:
+        """Fill the form with the values of preset ``name`` (a key of :data:`PRESETS`); data source, device
+        and run folder are left as they are.
+
+        Raises
+        ------
+        KeyError
+            Unknown preset.
+        """
+        preset = PRESETS[name]
+        self._applying = True
+        try:
+            self.set_values(**preset.values)
+            self._base_preset = preset
+            self.preset_combo.blockSignals(True)
+            idx = self.preset_combo.findText(CUSTOM)
+            if idx >= 0:
+                self.preset_combo.removeItem(idx)
+            self.preset_combo.setCurrentText(name)
+            self.preset_combo.blockSignals(False)
+        finally:
+            self._applying = False
+        self._update_summary()
+
+    def _on_preset_chosen(self, name: str) -> None:
+        if name in PRESETS:
+            self.apply_preset(name)
+
+    def _on_field_edited(self, *_: Any) -> None:
+        if self._applying:
+            return
+        if self.preset_combo.currentText() != CUSTOM:
+            self.preset_combo.blockSignals(True)
+            if self.preset_combo.findText(CUSTOM) < 0:
+                self.preset_combo.addItem(CUSTOM)
+            self.preset_combo.setCurrentText(CUSTOM)
+            self.preset_combo.blockSignals(False)
+        self._update_summary()
+
+    def _shipped_detector_applies(self) -> bool:
+        p = self._base_preset
+        return p.shipped_detector is not None and self.backbone_combo.currentText() == p.values.get("backbone")
+
+    def summary_text(self) -> str:
+        """The one-line summary under the preset chooser: what the preset does and its estimated time."""
+        p = self._base_preset
+        if self.preset_name == CUSTOM:
+            head = f"custom (from {p.name}): {self.denoiser_combo.currentText()} + {self.backbone_combo.currentText()} " \
+                   f"detector, T1 {self.t1_spin.value()}, {self.rounds_spin.value()} x (T2 {self.t2_spin.value()} / " \
+                   f"T3 {self.t3_spin.value()}), batch {self.batch_spin.value()}"
+            if p.shipped_detector and not self._shipped_detector_applies():
+                head += "; the shipped detector fits ResNet-18 only, so the detector starts untrained"
+                if self.t1_spin.value() == 0:
+                    head += " and T1 = 0 leaves it untrained"
+        else:
+            head = p.summary
+        cfg = self._cost_config()
+        est = p.estimate_seconds(cfg, self.method_combo.currentText()) if cfg is not None else None
+        if est is not None and p.timing is not None:
+            first = p.timing.first_data_s
+            extra = (f"+{format_duration(first - p.timing.data_s)} the first time" if first is not None
+                     else "longer the first time")
+            tail = (f"Estimated time: {format_duration(est)} on {p.timing.machine} ({extra}, while the low-dose "
+                    "scan of the data is simulated once).")
+        elif p.timing is None and self.preset_name != CUSTOM:
+            tail = "Estimated time: hours on a GPU; weeks on a CPU."
+        else:
+            tail = "Time not estimated for these settings: the status line shows s/step and the time left once it runs."
+        return f"{head}. {tail}"
+
+    def _cost_config(self) -> Optional[TrainConfig]:
+        try:
+            return TrainConfig(
+                denoiser=self.denoiser_combo.currentText(), detector_backbone=self.backbone_combo.currentText(),
+                t1=self.t1_spin.value(), t2=self.t2_spin.value(), t3=self.t3_spin.value(),
+                rounds=self.rounds_spin.value(), batch_size=self.batch_spin.value(),
+                image_size=self.size_spin.value() or None, crop_size=self.crop_spin.value() or None,
+                device=self.device_combo.currentText(), form=self.form_combo.currentText(),
+                strategy=self.strategy_combo.currentText())
+        except (TypeError, ValueError):
+            return None
+
+    def _update_summary(self, *_: Any) -> None:
+        self.preset_summary.setText(self.summary_text())
+
     def set_values(self, **values: Any) -> None:
         """Set form fields programmatically: ``denoiser, backbone, method, form, strategy, perceptual,
         baseline_loss, task_network, loss_reduction, n0, t1, t2, t3, rounds, lambda1, lambda2, k, batch_size, image_size,
-        crop_size, device, run_dir, sample, data_path``."""
-        combos = {"denoiser": self.denoiser_combo, "backbone": self.backbone_combo, "method": self.method_combo,
-                  "device": self.device_combo, "sample": self.sample_combo, "form": self.form_combo,
-                  "strategy": self.strategy_combo, "perceptual": self.perceptual_combo,
-                  "baseline_loss": self.baseline_loss_combo, "task_network": self.task_combo,
-                  "loss_reduction": self.reduction_combo}
-        spins = {"n0": self.n0_spin, "t1": self.t1_spin, "t2": self.t2_spin, "t3": self.t3_spin,
-                 "rounds": self.rounds_spin, "lambda1": self.lambda1_spin, "lambda2": self.lambda2_spin,
-                 "k": self.k_spin, "batch_size": self.batch_spin, "image_size": self.size_spin,
-                 "crop_size": self.crop_spin}
+        crop_size, device, run_dir, sample, data_path``. A change of a preset field makes the preset ``"custom"``.
+
+        Raises
+        ------
+        KeyError
+            Unknown field.
+        """
+        combos = {**self._preset_combos(), "device": self.device_combo, "sample": self.sample_combo}
+        spins = self._spins()
         for key, val in values.items():
             if key in combos:
                 combos[key].setCurrentText(str(val))
@@ -355,6 +629,14 @@ class TrainForm(QWidget):
             if not p.startswith("sample:") and not Path(p).expanduser().exists():
                 raise ConfigError(f"Training data path does not exist: {p}")
             train_data = [p if p.startswith("sample:") else str(Path(p).expanduser().resolve())]
+        preset = self._base_preset
+        extras: dict[str, Any] = dict(preset.extras)
+        if all(src.startswith("sample:") for src in train_data):
+            # the demo's data: the shared, content-addressed low-dose cache is reused
+            extras.update(preset.sample_extras)
+            extras["cache_dir"] = str(ldct_cache_dir())
+        if self._shipped_detector_applies():
+            extras["detector_weights"] = str(shipped_weights(preset.shipped_detector))
         cfg = TrainConfig(
             denoiser=self.denoiser_combo.currentText(),
             detector_backbone=self.backbone_combo.currentText(),
@@ -378,8 +660,10 @@ class TrainForm(QWidget):
             loss_reduction=self.reduction_combo.currentText(),
             train_data=train_data,
             checkpoint_every=max(1, min(500, (self.t1_spin.value() + self.t2_spin.value()) // 4 or 1)),
+            **extras,
         )
         return cfg.validate()
 
 
-__all__ = ["DATA_LAYERS", "DATA_PATH", "DATA_SAMPLE", "LAYER_DATA_FILE", "TrainForm", "save_layers_npz"]
+__all__ = ["CUSTOM", "DATA_LAYERS", "DATA_PATH", "DATA_SAMPLE", "LAYER_DATA_FILE", "PRESETS", "PresetTiming",
+           "TrainForm", "TrainPreset", "default_preset_name", "save_layers_npz"]
