@@ -217,9 +217,10 @@ PRESETS: dict[str, TrainPreset] = {
                     detector_optimizer=_QUICK.detector_optimizer, lesion_crop_fraction=_QUICK.lesion_crop_fraction),
         sample_extras=dict(synthetic_nodules_per_slice=TRAIN_NODULES, data_seed=DATA_SEED),
         shipped_detector=DETECTOR_FILE,
-        # measured: this preset started from the Train widget (`lidnet train`, sample lung1, demo's LDCT cache),
-        # 2 CPU cores (AMD EPYC), no other load: T2 4.9 s/step, T3 4.2 s/step, 10 s to the first step
-        timing=PresetTiming(seconds_per_step={"T2": 4.9, "T3": 4.2}, data_s=10.0, first_data_s=None,
+        # measured: the same schedule, crops and Faster R-CNN sampling in `lidnet demo`'s LIDnet run (2026-12-02,
+        # 2 CPU cores, AMD EPYC, other jobs running): T2 1.4 s/step, T3 0.87 s/step. (Before `lidnet train` used
+        # the demo's sampling it measured 4.9 / 4.2 s/step; it has not been re-timed since.)
+        timing=PresetTiming(seconds_per_step={"T2": 1.4, "T3": 0.87}, data_s=10.0, first_data_s=None,
                             machine="2 CPU cores"),
     ),
     "paper": TrainPreset(
