@@ -239,6 +239,11 @@ class SimulateWidget(Container):
         self.use_cache = CheckBox(label="cache whole-volume results", value=True)
         self.run_btn, self.cancel_btn, self.progress, self.status = run_controls("Simulate")
         self.info = Label(value="")
+        for line in (self.info, self.status):  # long texts (N0 meaning, sigma result) wrap in a narrow dock
+            try:
+                line.native.setWordWrap(True)
+            except Exception:  # noqa: BLE001 - another backend
+                pass
         self.extend([self.image, self.n0, self.n0_slider, self.info, self.seed, self.scope, self.use_cache,
                      self.run_btn, self.cancel_btn, self.progress, self.status])
         self.runner = TaskRunner("Simulate low dose", self.run_btn, self.cancel_btn, self.progress, self.status)
