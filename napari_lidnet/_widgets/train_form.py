@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -245,6 +246,17 @@ def default_preset_name() -> str:
 
 
 
+
+def _compact(root: QWidget) -> None:
+    """Let the form shrink to a workbench dock's width (about 500 px): drop-downs and number boxes size to a
+    few characters instead of their longest entry or widest number."""
+    for combo in root.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(3)
+    for spin in root.findChildren(QSpinBox) + root.findChildren(QDoubleSpinBox):
+        spin.setMinimumWidth(48)
+        spin.setSizePolicy(QSizePolicy.Policy.Ignored, spin.sizePolicy().verticalPolicy())
+
 class TrainForm(QWidget):
     """The Train widget's form (no run control): what to train, how, where.
 
@@ -304,7 +316,8 @@ class TrainForm(QWidget):
         df.addRow("path", path_row)
 
         # ---- model / schedule
-        model_box = QGroupBox("Model and schedule (paper: RED-CNN, ResNet-50, K=5, λ1=λ2=5, T1=T2=4000, T3=2000)")
+        model_box = QGroupBox("Model and schedule")
+        model_box.setToolTip("The paper: RED-CNN, ResNet-50, K=5, λ1=λ2=5, T1=T2=4000, T3=2000 (the 'paper' preset)")
         mf = QFormLayout(model_box)
         self.method_combo = QComboBox()
         self.method_combo.addItems(["lidnet", "baseline", "todnet"])
@@ -416,6 +429,9 @@ class TrainForm(QWidget):
             spin.valueChanged.connect(self._on_field_edited)
         self.data_mode.currentTextChanged.connect(self._update_summary)
         self.device_combo.currentTextChanged.connect(self._update_summary)
+        _compact(self)
+
+
 
     # ------------------------------------------------------------------ small builders
     @staticmethod
