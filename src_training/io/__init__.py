@@ -24,9 +24,19 @@ Modules (one concept each; this ``__init__`` only re-exports, nothing imports fr
   finite-HU check.
 - :mod:`~src_training.io.loader`: :func:`load_ct` (what a path is, which reader reads it),
   :data:`UNEXPECTED_MARK`.
-- :mod:`~src_training.io.dicom_series`: :func:`list_series`, ordering and geometry checks of a series, the
-  eager / lazy slice stack, single-slice and multi-frame files.
-- :mod:`~src_training.io.dicom_header`: parsing a DICOM file once, numeric tags, :data:`METADATA_TAGS`.
+- :mod:`~src_training.io.dicom_series`: :func:`list_series`, choosing the series of a folder or of a list of
+  selected files (localizers skipped, damaged files named), ordering and geometry checks of a series, the
+  eager / lazy slice stack, single files (multi-frame ones handed to ``enhanced_ct``).
+- :mod:`~src_training.io.dicom_scan`: the series and the damaged files of a folder (GDCM, then pydicom for
+  the files GDCM leaves out) or of a list of files.
+- :mod:`~src_training.io.dicom_files`: :func:`is_dicom_file` (also legacy files without the preamble),
+  :func:`is_dicom_directory_file` (DICOMDIR / DIRFILE), from the first bytes of a file.
+- :mod:`~src_training.io.series_checks`: per-slice rescale to HU (missing or differing values named by
+  file, RescaleType), localizer (scout) images dropped from a series.
+- :mod:`~src_training.io.slice_geometry`: missing / duplicated / unevenly spaced slices.
+- :mod:`~src_training.io.enhanced_ct`: multi-frame and Enhanced CT files.
+- :mod:`~src_training.io.dicom_header`: parsing a DICOM file once (``force`` only for legacy files), numeric
+  tags, ImageType, per-slice identifiers, :data:`METADATA_TAGS`.
 - :mod:`~src_training.io.dicom_pixels`: decoding a slice to HU, :data:`PIXEL_HANDLERS_HINT`, the SimpleITK
   cross-check.
 - :mod:`~src_training.io.volume_files`: NIfTI / NRRD / MetaImage through SimpleITK, :func:`write_volume`,
@@ -37,6 +47,7 @@ Modules (one concept each; this ``__init__`` only re-exports, nothing imports fr
 
 from __future__ import annotations
 
+from .dicom_files import is_dicom_directory_file, is_dicom_file
 from .dicom_header import METADATA_TAGS
 from .dicom_pixels import PIXEL_HANDLERS_HINT
 from .dicom_pixels import _decode_slice  # noqa: F401 - kept importable from src_training.io
@@ -54,6 +65,8 @@ __all__ = [
     "SeriesInfo",
     "UNEXPECTED_MARK",
     "VOLUME_SUFFIXES",
+    "is_dicom_directory_file",
+    "is_dicom_file",
     "list_series",
     "load_ct",
     "volume_from_array",

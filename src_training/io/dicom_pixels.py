@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from ..errors import CTLoadError
 from ._library import _QuietSitk, _short
-from .dicom_header import _PIXEL_TAGS, _transfer_syntax
+from .dicom_header import _PIXEL_TAGS, _dcmread, _transfer_syntax
 from .volume import _check_finite
 
 
@@ -65,8 +65,61 @@ def _check_decoder(ts: str, f: str | Path) -> None:
         )
 
 
+#: Meaning of RescaleType (0028,1054) values other than HU (PS3.3 C.11.1.1.2 and CID 7180-ish terms).
+_RESCALE_TYPES: dict[str, str] = {
+    "US": "unspecified units",
+    "OD": "optical density",
+    "MGML": "mg/ml, a material concentration map",
+    "Z_EFF": "effective atomic number",
+    "ED": "electron density",
+    "EDW": "electron density relative to water",
+    "HU_MOD": "modified Hounsfield units",
+    "PCT": "percent",
+}
+
+
+#: Root of GDCM's ImplementationClassUID: GDCM (hence ITK, SimpleITK, 3D Slicer's exports) writes
+#: RescaleType "US" into every CT file it is not told the units of.
+_GDCM_UID_ROOT = "1.2.826.0.1.3680043.2.1143"
+
+
+def _check_rescale_type(ds: pydicom.Dataset, f: str | Path, warnings_out: list[str] | None = None) -> None:
+    """Refuse a RescaleType (0028,1054) other than HU. Absent means HU for CT (PS3.3 C.8.2.1: RescaleType
+    is required only when the units are not HU). One exception: "US" in a CT file written by GDCM/ITK (its
+    ImplementationClassUID), which is GDCM's placeholder, not a statement about the values: taken as HU
+    with a warning."""
+    try:
+        value = str(ds.get("RescaleType", "") or "").strip()
+    except Exception:  # noqa: BLE001 - malformed value: treated as not HU below
+        value = "?"
+    if not value or value.upper() == "HU":
+        return
+    meta = getattr(ds, "file_meta", None)
+    impl = str(meta.get("ImplementationClassUID", "") or "") if meta is not None else ""
+    if value.upper() == "US" and impl.startswith(_GDCM_UID_ROOT) and warnings_out is not None:
+        msg = ("RescaleType 'US' (unspecified units) written by GDCM/ITK, which writes US when it is not told the "
+               "units: the values are taken as HU. Check that air reads about -1000 HU.")
+        if msg not in warnings_out:
+            warnings_out.append(msg)
+        return
+    meaning = _RESCALE_TYPES.get(value.upper(), "not Hounsfield units")
+    raise CTLoadError(
+        f"{f}: RescaleType is '{value}' ({meaning}), not HU, so the rescaled values are not Hounsfield units "
+        "(e.g. a perfusion, iodine or material map). napari-lidnet works on CT in HU only; choose the CT "
+        "images themselves."
+    )
+
+
 def _rescale(ds: pydicom.Dataset, f: str | Path, warnings_out: list[str]) -> tuple[float, float]:
-    """``(slope, intercept)`` of a slice; absent tags mean identity (a warning is added)."""
+    """``(slope, intercept)`` of one slice from its own RescaleSlope / RescaleIntercept (CT Image module,
+    PS3.3 C.8.2.1); absent tags mean identity (a warning is added). RescaleType is checked by the caller
+    (:func:`_check_rescale_type` for classic slices; functional groups by ``enhanced_ct``).
+
+    Raises
+    ------
+    CTLoadError
+        Slope / intercept not numbers, slope not positive and finite (``f`` is named).
+    """
     has_slope, has_inter = "RescaleSlope" in ds, "RescaleIntercept" in ds
     try:
         slope = float(ds.RescaleSlope) if has_slope and ds.RescaleSlope not in (None, "") else 1.0
@@ -110,7 +163,7 @@ def _decode_slice(
         out = np.empty(shape, dtype=np.float32)
     try:
         parsed = ds is not None and any(t in ds for t in _PIXEL_TAGS)
-        ds = ds if parsed else pydicom.dcmread(f)
+        ds = ds if parsed else _dcmread(f)
         _check_decoder(_transfer_syntax(ds), f)
         px = _dataset_pixels(ds) if parsed else ds.pixel_array
     except CTLoadError:
@@ -158,7 +211,11 @@ def _sitk_slice_check(f: str, hu_slice: np.ndarray, slope: float, intercept: flo
     """
     with _QuietSitk():
         try:
-            ref = sitk.GetArrayFromImage(sitk.ReadImage(str(f), sitk.sitkFloat32))
+            reader = sitk.ImageFileReader()
+            reader.SetImageIO("GDCMImageIO")  # also reads legacy files without the preamble
+            reader.SetFileName(str(f))
+            reader.SetOutputPixelType(sitk.sitkFloat32)
+            ref = sitk.GetArrayFromImage(reader.Execute())
         except Exception as exc:  # noqa: BLE001 - e.g. a syntax GDCM lacks: pydicom's decoding stands
             return f"skipped (SimpleITK cannot decode {Path(f).name}: {_short(exc, 120)})"
     ref = ref.reshape(ref.shape[-2:]) if ref.size == hu_slice.size else None

@@ -1,13 +1,18 @@
-"""DICOM series for :mod:`src_training.io`: finding the series of a folder (:func:`list_series`, via
-SimpleITK/GDCM ``GetGDCMSeriesIDs``), choosing one, and stacking its slices into one volume.
+"""DICOM series for :mod:`src_training.io`: the series of a folder (:func:`list_series`; found by
+:mod:`~src_training.io.dicom_scan`) or of a list of selected files, choosing one (localizer (scout) series
+skipped with a warning, damaged files named as the likely missing slices), and stacking its slices into one
+volume.
 
-Each file is parsed once (:func:`~src_training.io.dicom_header._parse_dicom`); the slices are ordered by
-increasing position along the slice normal ``row x column``, checked to be one volume (same size and
-orientation, no duplicate, evenly spaced: a missing slice is reported with its position), a gantry tilt is
-corrected by shifting slices in-plane, and the pixels are decoded one slice at a time into one preallocated
-float32 array (or lazily, a dask array decoded per slice); the middle slice is cross-checked against
-SimpleITK. Single DICOM files (one slice, or a multi-frame file) are loaded here too. What is refused,
-corrected or reported: docs/reliability.md.
+Each file is parsed once (:func:`~src_training.io.dicom_header._parse_dicom`); localizer images inside the
+series are dropped, the slices are ordered by increasing position along the slice normal ``row x column``,
+checked to be one volume (same size and orientation; no duplicate, evenly spaced:
+:func:`~src_training.io.slice_geometry.check_slice_positions`), a gantry tilt is corrected by shifting slices
+in-plane, each slice is converted to HU with its own rescale (:mod:`~src_training.io.series_checks`), and the
+pixels are decoded one slice at a time into one preallocated float32 array (or lazily, a dask array decoded
+per slice); the middle slice is cross-checked against SimpleITK. Single DICOM files are loaded here too; a
+multi-frame file (alone, or the only file of a series) goes to
+:func:`~src_training.io.enhanced_ct.load_multiframe`. What is refused, corrected or reported:
+docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -18,22 +23,27 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 
 from ..errors import CTLoadError, MultipleSeriesError
-from ._library import _QuietSitk, _short
+from .dicom_files import is_dicom_directory_file
 from .dicom_header import (
     _check_modality,
     _has_pixel_tag,
+    _incomplete_image,
     _metadata_from_dataset,
     _n_frames,
     _numbers,
     _parse_dicom,
     _read_header,
+    _slice_metadata,
     _transfer_syntax,
 )
-from .dicom_pixels import _check_decoder, _decode_slice, _rescale, _sitk_slice_check
-from .volume import CTVolume, SeriesInfo, _check_finite
+from .dicom_pixels import _check_decoder, _decode_slice, _sitk_slice_check
+from .dicom_scan import Damaged, Scan, _scan_files, _scan_folder
+from .enhanced_ct import load_multiframe
+from .series_checks import _drop_localizers, _series_rescales
+from .slice_geometry import check_slice_positions, stack_drift
+from .volume import CTVolume, SeriesInfo
 
 
 def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
@@ -42,131 +52,209 @@ def list_series(folder: str | os.PathLike) -> list[SeriesInfo]:
     Parameters
     ----------
     folder : path-like
-        A folder with DICOM files (any file names; non-DICOM files are ignored).
+        A folder with DICOM files (any file names; non-DICOM files are ignored). Legacy files without the
+        128-byte preamble count (:func:`~src_training.io.is_dicom_file`); media directory files (DICOMDIR,
+        DIRFILE) are never listed nor reported.
 
     Returns
     -------
     list of SeriesInfo
-        One entry per SeriesInstanceUID found by SimpleITK/GDCM (``GetGDCMSeriesIDs``), with description and
-        modality read by pydicom (``dcmread(stop_before_pixels=True)``) from the first file; empty when no
-        DICOM series is found.
+        One entry per SeriesInstanceUID found by SimpleITK/GDCM (``GetGDCMSeriesIDs``), then per series that
+        only pydicom reads among the files GDCM left out, with description, modality and ImageType read by
+        pydicom from the first file (``SeriesInfo.is_localizer`` marks scout series); empty when no DICOM
+        series is found.
 
     Raises
     ------
     CTLoadError
         If ``folder`` does not exist or is not a folder.
     """
-    return _list_series(folder, None)
-
-
-def _list_series(folder: str | os.PathLike, parsed: dict[str, pydicom.Dataset] | None) -> list[SeriesInfo]:
-    """:func:`list_series`; when ``parsed`` is a dict, the first file of each series is parsed whole
-    (:func:`_parse_dicom`) and kept there (path -> dataset) so that loading does not parse it again."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CTLoadError(f"{folder} is not a folder. Choose the folder that holds the DICOM files of the series.")
-    with _QuietSitk():
-        try:
-            uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-        except Exception as exc:  # noqa: BLE001
-            raise CTLoadError(f"Cannot scan {folder} for DICOM series ({_short(exc)}).") from exc
-        out: list[SeriesInfo] = []
-        for uid in uids:
-            try:
-                files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-            except Exception as exc:  # noqa: BLE001
-                raise CTLoadError(f"Cannot list the files of series {uid} in {folder} ({_short(exc)}).") from exc
-            description, modality = "", ""
-            for f in files[:1]:
-                try:
-                    if parsed is None:
-                        ds = pydicom.dcmread(f, stop_before_pixels=True)
-                    else:
-                        ds = parsed[str(f)] = _parse_dicom(f)
-                    description = str(ds.get("SeriesDescription", "") or "")
-                    modality = str(ds.get("Modality", "") or "")
-                except Exception:  # noqa: BLE001 - reported when the series is loaded
-                    pass
-            out.append(SeriesInfo(uid, description, modality, len(files), files))
-    return out
+    return _scan_folder(folder, None).series
 
 
 def _direction_from_iop(iop: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row, column and normal (row x column) directions of ImageOrientationPatient (PS3.3 C.7.6.2.1.1), row
+    and column scaled to unit length when they are not degenerate (the caller checks the normal)."""
     r = np.asarray([float(v) for v in iop[:3]], dtype=np.float64)
     c = np.asarray([float(v) for v in iop[3:6]], dtype=np.float64)
+    nr, nc = float(np.linalg.norm(r)), float(np.linalg.norm(c))
+    if 0.5 < nr < 2 and 0.5 < nc < 2:
+        r, c = r / nr, c / nc
     n = np.cross(r, c)
     return r, c, n
+
+
+def _listing(series: Sequence[SeriesInfo]) -> str:
+    return "\n".join(f"  - {s}" for s in series)
+
+
+def _choose_series(scan: Scan, series_uid: str | None, root: str, warnings_out: list[str]) -> SeriesInfo:
+    """The series to load from ``scan``: ``series_uid``'s, else the only image series (localizer series
+    skipped with a warning).
+
+    Raises
+    ------
+    MultipleSeriesError
+        Several image series and no ``series_uid`` (``.series`` lists every series, localizers included).
+    CTLoadError
+        ``series_uid`` not found; it, or every series, is a localizer (scout).
+    """
+    series = scan.series
+    if series_uid is not None:
+        matches = [s for s in series if s.series_uid == series_uid]
+        if not matches:
+            raise CTLoadError(
+                f"Series {series_uid} is not in {root}. Choose one of the series found:\n{_listing(series)}"
+            )
+        chosen = matches[0]
+        if chosen.is_localizer:
+            kind = "\\".join(chosen.image_type)
+            raise CTLoadError(
+                f"Series {series_uid} in {root} is a localizer (scout) series (ImageType {kind}): a 2-D "
+                "overview used to plan the scan, not a CT volume. Choose the CT series of the same study."
+            )
+        return chosen
+    images = [s for s in series if not s.is_localizer]
+    scouts = [s for s in series if s.is_localizer]
+    if not images:
+        raise CTLoadError(
+            f"{root} holds only localizer (scout) images: 2-D overviews used to plan the scan, not CT volumes. "
+            f"Choose the folder of the CT series of the same study.\n{_listing(scouts)}"
+        )
+    if len(images) > 1:
+        extra = f"\n  (and {len(scouts)} localizer (scout) series, not volumes)" if scouts else ""
+        raise MultipleSeriesError(
+            f"{root} holds {len(images)} DICOM series; choose one series:\n{_listing(images)}{extra}", series
+        )
+    for s in scouts:
+        warnings_out.append(
+            f"skipped localizer (scout) series {s.series_uid} '{s.description or '(no description)'}' "
+            f"({s.n_files} file(s)): a 2-D overview, not part of the volume."
+        )
+    return images[0]
 
 
 def _load_dicom_folder(
     folder: Path, series_uid: str | None, *, lazy: bool = False, on_slice_error: Callable | None = None
 ) -> CTVolume:
     parsed: dict[str, pydicom.Dataset] = {}  # files already parsed (path -> dataset), parsed once
-    series = _list_series(folder, parsed)
-    if not series:
+    scan = _scan_folder(folder, parsed)
+    if not scan.series:
         n_entries = sum(1 for _ in folder.iterdir())
         sub = [p.name for p in folder.iterdir() if p.is_dir()]
         hint = f" It has sub-folders ({', '.join(sorted(sub)[:5])}); choose the one with the images." if sub else ""
         if n_entries == 0:
             raise CTLoadError(f"The folder {folder} is empty. Choose the folder that holds the DICOM files.")
-        # A lone corrupt .dcm file: give pydicom's reason.
-        dcm = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".dcm")
-        for p in dcm[:1]:
-            _read_header(p)
+        dcm = [d for d in scan.damaged if Path(d.path).suffix.lower() == ".dcm"]
+        if len(scan.damaged) == 1 and dcm:  # a lone damaged .dcm file: its own message
+            _raise_unreadable(dcm[0].path)
+        damaged = f" Damaged: {_names_of(scan.damaged)}." if scan.damaged else ""
         raise CTLoadError(
             f"No readable DICOM series in {folder} ({n_entries} entries inspected): the files are not DICOM "
-            f"images or are corrupt.{hint}"
+            f"images or are corrupt.{damaged}{hint}"
         )
-    if series_uid is None:
-        if len(series) > 1:
-            listing = "\n".join(f"  - {s}" for s in series)
-            raise MultipleSeriesError(
-                f"{folder} holds {len(series)} DICOM series; choose one (series_uid=...):\n{listing}", series
-            )
-        chosen = series[0]
-    else:
-        matches = [s for s in series if s.series_uid == series_uid]
-        if not matches:
-            listing = "\n".join(f"  - {s}" for s in series)
-            raise CTLoadError(f"Series {series_uid} is not in {folder}. Series found:\n{listing}")
-        chosen = matches[0]
-    # Files GDCM left out of every series (truncated or corrupt DICOM files): those of this series are
-    # loaded with it (pydicom then decodes them or names them); unreadable ones are reported in the warnings / the error.
-    listed = {os.path.abspath(f) for s in series for f in s.files}
-    unreadable: list[str] = []
-    extra: list[str] = []
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or os.path.abspath(p) in listed:
-            continue
-        if not (p.suffix.lower() in (".dcm", ".ima", ".dicom") or pydicom.misc.is_dicom(p)):
-            continue
-        try:
-            ds = _parse_dicom(p)
-        except Exception:  # noqa: BLE001
-            unreadable.append(p.name)
-            continue
-        if not ds.get("SeriesInstanceUID", None):  # cut before its identifiers
-            unreadable.append(p.name)
-        elif str(ds.SeriesInstanceUID) == chosen.series_uid and "Rows" in ds:
-            extra.append(str(p))
-            parsed[str(p)] = ds
-    where = f"series {chosen.series_uid} in {folder}"
+    return _load_scanned(scan, series_uid, str(folder), parsed, lazy=lazy, on_slice_error=on_slice_error)
+
+
+def _load_dicom_files(
+    paths: Sequence[str | os.PathLike], series_uid: str | None, *, lazy: bool = False,
+    on_slice_error: Callable | None = None,
+) -> CTVolume:
+    """Several selected DICOM files -> one volume (their series; several series: ``series_uid`` chooses)."""
+    files = list(dict.fromkeys(str(Path(p)) for p in paths))  # a file selected twice counts once
+    parents = {str(Path(f).parent) for f in files}
+    root = f"the selection of {len(files)} files" + (f" in {next(iter(parents))}" if len(parents) == 1 else "")
+    parsed: dict[str, pydicom.Dataset] = {}
+    scan = _scan_files(files, parsed)
+    if not scan.series:
+        if len(scan.damaged) == 1:
+            _raise_unreadable(scan.damaged[0].path)
+        what = (f": {_names_of(scan.damaged)}" if scan.damaged
+                else " (only directory files or DICOM objects without images)")
+        raise CTLoadError(
+            f"No file of {root} is a readable DICOM image{what}. Choose the files of one CT series (or its folder)."
+        )
+    source = next(iter(parents)) if len(parents) == 1 else os.path.commonpath(files)
+    return _load_scanned(scan, series_uid, root, parsed, lazy=lazy, on_slice_error=on_slice_error,
+                         source=source)
+
+
+def _raise_unreadable(path: str) -> None:
+    """Raise the message of one file that cannot be read (not DICOM, or damaged)."""
+    _read_header(path)  # raises the file's own message when pydicom cannot parse it
+    raise CTLoadError(
+        f"{path} holds no image: it has no pixel data (a DICOM object that is not an image, or an image file cut "
+        f"inside its header, before its pixel data). Choose a CT image file or its folder, or re-export the series."
+    )
+
+
+def _names_of(damaged: Sequence[Damaged]) -> str:
+    shown = ", ".join(str(d) for d in damaged[:5])
+    return shown + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+
+
+def _are_damaged(damaged: Sequence[Damaged]) -> str:
+    """``"IM_5.dcm is damaged (cut inside its header)"`` / ``"A (...), B (...) are damaged"``."""
+    if len(damaged) == 1:
+        return f"{Path(damaged[0].path).name} is damaged ({damaged[0].reason})"
+    return f"{_names_of(damaged)} are damaged"
+
+
+def _load_scanned(
+    scan: Scan, series_uid: str | None, root: str, parsed: dict[str, pydicom.Dataset], *, lazy: bool,
+    on_slice_error: Callable | None, source: str | None = None,
+) -> CTVolume:
+    """Choose a series of ``scan``, name its damaged files, and load it (a lone multi-frame file too)."""
+    warnings_out: list[str] = []
+    chosen = _choose_series(scan, series_uid, root, warnings_out)
+    where = f"series {chosen.series_uid} in {root}"
+    own = [d for d in scan.damaged if d.series_uid == chosen.series_uid]
+    if own:
+        one = len(own) == 1
+        raise CTLoadError(
+            f"{where}: {_are_damaged(own)}: {'it is a slice' if one else 'they are slices'} of this series that "
+            f"cannot be read. Re-export the series (or replace {'that file' if one else 'those files'} from a "
+            "good copy)."
+        )
+    unknown = [d for d in scan.damaged if d.series_uid is None and d.maybe_slice]
+    others = [d for d in scan.damaged if d.series_uid is None and not d.maybe_slice]
     try:
-        vol = _load_series_files(
-            list(chosen.files) + extra, where, str(folder), lazy=lazy, on_slice_error=on_slice_error, parsed=parsed
-        )
+        if len(chosen.files) == 1 and _n_frames(_header_of(chosen.files[0], parsed)) > 1:
+            f = chosen.files[0]
+            vol = load_multiframe(Path(f), _header_of(f, parsed), where=where)
+        else:
+            vol = _load_series_files(chosen.files, where, source or root, lazy=lazy,
+                                     on_slice_error=on_slice_error, parsed=parsed)
     except CTLoadError as exc:
-        if unreadable:
+        if not unknown:
+            raise
+        one = len(unknown) == 1
+        if "missing slice" in str(exc):
             raise CTLoadError(
-                f"{exc} ({len(unreadable)} file(s) of the folder are not readable DICOM and may be the missing "
-                f"slices: {', '.join(unreadable[:5])})"
+                f"{exc} {_are_damaged(unknown)} and {'is' if one else 'are'} probably the missing "
+                f"slice{'' if one else 's'}: re-export the series, or replace {'that file' if one else 'those files'} "
+                "from a good copy."
             ) from exc
-        raise
-    if unreadable:
+        raise CTLoadError(f"{exc} (also found damaged: {_names_of(unknown)})") from exc
+    vol.metadata.setdefault("warnings", [])
+    vol.metadata["warnings"][:0] = warnings_out
+    if unknown:
+        one = len(unknown) == 1
         vol.metadata["warnings"].append(
-            f"ignored {len(unreadable)} unreadable DICOM file(s): {', '.join(unreadable[:5])}"
+            f"ignored {len(unknown)} damaged file(s) whose series cannot be read: {_names_of(unknown)}. If "
+            f"{'it was a slice' if one else 'they were slices'} at either end of this series, "
+            f"{'that slice is' if one else 'those slices are'} missing from the volume."
         )
+    if others:
+        vol.metadata["warnings"].append(f"ignored {len(others)} selected file(s) that are not DICOM: "
+                                        f"{_names_of(others)}.")
     return vol
+
+
+def _header_of(f: str, parsed: dict[str, pydicom.Dataset]) -> pydicom.Dataset:
+    if f not in parsed:
+        parsed[f] = _parse_dicom(f)
+    return parsed[f]
 
 
 def _load_series_files(
@@ -184,6 +272,7 @@ def _load_series_files(
     headers = [(str(f), parsed[str(f)] if str(f) in parsed else _parse_dicom(f)) for f in files]
     warnings_out: list[str] = []
     _check_modality(headers[0][1], where)
+    headers = _drop_localizers(headers, where, warnings_out)
     for k, (f, ds) in enumerate(headers):
         _check_modality(ds, f)
         # (a file with Rows but without PixelData further on is named when its pixels are decoded)
@@ -265,47 +354,13 @@ def _load_series_files(
         dz = 1.0
     tilt_deg = 0.0
     if pos is not None and len(pos) > 1:
-        diffs = np.diff(pos)
-        dup = np.nonzero(diffs < 1e-3)[0]
-        if dup.size:
-            i = int(dup[0])
-            raise CTLoadError(
-                f"{where}: {headers[i][0]} and {headers[i + 1][0]} are at the same position {pos[i]:.2f} mm along "
-                "the slice normal (duplicated slice, or two series sharing a SeriesInstanceUID). Remove the "
-                "duplicate or load the series from a clean export."
-            )
-        dz = float(np.median(diffs))
-        bad = np.nonzero(np.abs(diffs - dz) > max(0.1 * dz, 0.01))[0]
-        if bad.size:
-            i = int(bad[0])
-            n_missing = int(round(diffs[i] / dz)) - 1
-            if n_missing >= 1 and abs(diffs[i] - dz * (n_missing + 1)) <= max(0.1 * dz, 0.01):
-                expected = ", ".join(f"{pos[i] + dz * (j + 1):.2f}" for j in range(min(n_missing, 5)))
-                what = f"about {n_missing} missing slice(s) (expected at {expected} mm)"
-                todo = "Load the complete series (all files) and try again."
-            else:
-                what = "uneven slice spacing"
-                todo = ("Slices are not resampled to an even grid; load a series reconstructed with constant "
-                        "spacing (or one of its parts).")
-            raise CTLoadError(
-                f"{where}: gap of {diffs[i]:.2f} mm between slice positions {pos[i]:.2f} mm "
-                f"({Path(headers[i][0]).name}) and {pos[i + 1]:.2f} mm ({Path(headers[i + 1][0]).name}) where the "
-                f"spacing is {dz:.2f} mm elsewhere: {what}. {todo}"
-            )
+        dz = check_slice_positions(pos, [f for f, _ in headers], where)
         # Gantry tilt: slice origins drift in-plane along the stack (the normal of the slices is not the
         # direction in which they are stacked). Corrected by shifting each slice back onto slice 0's column.
-        off = ipp - ipp[0]
-        inplane = off - np.outer(off @ n, n)
-        drift = np.column_stack([inplane @ c / ps[0], inplane @ r / ps[1]])  # (rows, columns) pixels
-        if np.max(np.abs(inplane)) > max(0.01, 0.01 * min(ps)):
-            along = pos - pos[0]
-            per_mm = np.linalg.lstsq(along[:, None], inplane, rcond=None)[0][0]
-            if np.max(np.abs(inplane - np.outer(along, per_mm))) > max(0.05, 0.1 * min(ps)):
-                raise CTLoadError(
-                    f"{where}: the slice positions (ImagePositionPatient) do not lie on a straight line; the slices "
-                    "cannot be stacked into one volume. Re-export the series."
-                )
-            tilt_deg = float(np.degrees(np.arctan(np.linalg.norm(per_mm))))
+        tilted = stack_drift(ipp, pos, n, ps, where)
+        if tilted is not None:
+            inplane, tilt_deg = tilted
+            drift = np.column_stack([inplane @ c / ps[0], inplane @ r / ps[1]])  # (rows, columns) pixels
             # slice k's pixel (i, j) lies where slice 0's grid has (i + drift_r, j + drift_c): shift by +drift
             shifts = [(float(d[0]), float(d[1])) for d in drift]
             warnings_out.append(
@@ -318,7 +373,7 @@ def _load_series_files(
             "be corrected. Re-export the series with its geometry tags."
         )
     sorted_files = [f for f, _ in headers]
-    rescales = [_rescale(ds, f, warnings_out) for f, ds in headers]
+    rescales = _series_rescales(headers, where, warnings_out)
     nz = len(sorted_files)
     mid = nz // 2
     ts_mid = _transfer_syntax(headers[mid][1])
@@ -350,6 +405,7 @@ def _load_series_files(
         hu_check=status,
         files=list(sorted_files),
         warnings=warnings_out,
+        **_slice_metadata(datasets),
     )
     if tilt_deg:
         meta["gantry_tilt_corrected_deg"] = tilt_deg
@@ -391,61 +447,21 @@ def _lazy_stack(files, shape, rescales, shifts, mid, mid_slice, on_slice_error):
 
 
 def _load_dicom_file(path: Path, *, lazy: bool = False, on_slice_error: Callable | None = None) -> CTVolume:
+    if is_dicom_directory_file(path):
+        raise CTLoadError(
+            f"{path} is a DICOM directory file (DICOMDIR / DIRFILE): an index of the files of a CD or export, "
+            "not an image. Open the folder that holds the image files instead."
+        )
     ds = _parse_dicom(path)
     _check_modality(ds, str(path))
     if not _has_pixel_tag(str(path), ds):
-        raise CTLoadError(f"{path} is a DICOM file without pixel data (not an image). Choose an image file or folder.")
-    if _n_frames(ds) <= 1:
-        return _load_series_files([str(path)], str(path), str(path), fmt="dicom-file", lazy=lazy,
-                                  on_slice_error=on_slice_error, parsed={str(path): ds})
-    return _load_multiframe_file(path, ds)
-
-
-def _load_multiframe_file(path: Path, ds: pydicom.Dataset) -> CTVolume:
-    """A multi-frame DICOM file: pixels decoded by pydicom frame by frame, geometry from SimpleITK."""
-    from pydicom.pixels import iter_pixels
-
-    spp = int(_numbers(ds, "SamplesPerPixel", 1, path))
-    if spp != 1:
-        raise CTLoadError(f"{path} is a colour image ({spp} samples per pixel); a CT has one HU value per pixel.")
-    _check_decoder(_transfer_syntax(ds), path)
-    warnings_out: list[str] = []
-    slope, inter = _rescale(ds, path, warnings_out)
-    nz, ny, nx = _n_frames(ds), int(_numbers(ds, "Rows", 0, path)), int(_numbers(ds, "Columns", 0, path))
-    if ny < 1 or nx < 1:
-        raise CTLoadError(f"{path}: Rows/Columns missing or zero; not an image.")
-    hu = np.empty((nz, ny, nx), dtype=np.float32)
-    try:
-        k = -1
-        for k, frame in enumerate(iter_pixels(str(path))):
-            if k >= nz or frame.shape != (ny, nx):
-                raise ValueError(f"frame {k} has shape {frame.shape}, expected {(ny, nx)}")
-            np.multiply(frame, np.float32(slope), out=hu[k], casting="unsafe")
-            hu[k] += np.float32(inter)
-        if k != nz - 1:
-            raise ValueError(f"{k + 1} frames decoded, NumberOfFrames is {nz}")
-    except Exception as exc:  # noqa: BLE001
-        raise CTLoadError(f"Cannot decode the pixels of {path}: the file is corrupt or truncated ({_short(exc)}).") from exc
-    _check_finite(hu, str(path))
-    with _QuietSitk():
-        try:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(path))
-            reader.ReadImageInformation()
-            sp, o, d = reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
-        except Exception:  # noqa: BLE001 - geometry unknown: identity, reported
-            sp, o, d = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-            warnings_out.append("geometry of the multi-frame file unknown: 1 mm voxels assumed.")
-    if len(sp) < 3:
-        sp, o, d = (*sp, 1.0), (*o, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)
-    meta = _metadata_from_dataset(ds)
-    meta.update(source_path=str(path), format="dicom-file", n_slices=nz, hu_check="skipped (multi-frame file)",
-                warnings=warnings_out)
-    return CTVolume(
-        hu=hu,
-        spacing=(float(sp[2]), float(sp[1]), float(sp[0])),
-        origin=tuple(float(v) for v in o),  # type: ignore[arg-type]
-        direction=tuple(float(v) for v in d),
-        metadata=meta,
-        source=str(path),
-    )
+        if _incomplete_image(ds) and ("Rows" not in ds or len(ds) == 0):
+            _raise_unreadable(str(path))
+        raise CTLoadError(
+            f"{path} is a DICOM file without pixel data (not an image, or an image file cut before its pixel "
+            "data). Choose an image file or folder."
+        )
+    if _n_frames(ds) > 1:
+        return load_multiframe(path, ds)
+    return _load_series_files([str(path)], str(path), str(path), fmt="dicom-file", lazy=lazy,
+                              on_slice_error=on_slice_error, parsed={str(path): ds})

@@ -32,7 +32,12 @@ class SeriesInfo:
     n_files : int
         Number of files of the series in the folder.
     files : list of str
-        Their paths (in the order GDCM lists them; :func:`~src_training.io.load_ct` sorts them by position).
+        Their paths (in the order GDCM lists them, then files GDCM left out that pydicom reads;
+        :func:`~src_training.io.load_ct` sorts them by position).
+    image_type : tuple of str
+        ImageType (0008,0008) values of its first file, upper case (e.g. ``("ORIGINAL", "PRIMARY",
+        "AXIAL")``); when the first file is a localizer but the last is not (scouts stored inside the series),
+        those of the last file. ``()`` when absent.
     """
 
     series_uid: str
@@ -40,10 +45,17 @@ class SeriesInfo:
     modality: str
     n_files: int
     files: list[str] = field(default_factory=list)
+    image_type: tuple[str, ...] = ()
+
+    @property
+    def is_localizer(self) -> bool:
+        """True for a localizer (scout) series: ``"LOCALIZER"`` in :attr:`image_type` (PS3.3 C.8.2.1.1.1)."""
+        return "LOCALIZER" in self.image_type
 
     def __str__(self) -> str:  # used in error messages
         desc = self.description or "(no description)"
-        return f"{self.series_uid}  '{desc}'  {self.modality or '?'}  {self.n_files} files"
+        scout = "  localizer (scout)" if self.is_localizer else ""
+        return f"{self.series_uid}  '{desc}'  {self.modality or '?'}  {self.n_files} files{scout}"
 
 
 @dataclass
@@ -66,7 +78,11 @@ class CTVolume:
     metadata : dict
         JSON-serialisable: the DICOM tags of :data:`~src_training.io.METADATA_TAGS` found in the first slice
         (PatientName as str, multi-values as lists), plus ``source_path``, ``format`` (``"dicom-series"``,
-        ``"dicom-file"``, ``"nifti"``, ``"nrrd"``, ``"metaimage"``), ``n_slices`` and for DICOM ``hu_check``.
+        ``"dicom-file"``, ``"nifti"``, ``"nrrd"``, ``"metaimage"``), ``n_slices``, ``warnings`` and for
+        DICOM ``hu_check``, ``files`` and, one entry per slice in z order, ``sop_instance_uids`` (list of
+        str), ``instance_numbers`` (list of int or None), ``frame_numbers`` (list of 1-based frame numbers
+        of a multi-frame file, None for a series of single-frame files) and ``slice_thickness_mm``
+        (SliceThickness of the source in mm, not the spacing; None when absent).
     source : str
         The path the volume was loaded from (``""`` for volumes built in memory).
     """
