@@ -1,4 +1,5 @@
-"""napari writers: image layer -> derived DICOM CT series or NIfTI; shapes layer -> boxes CSV.
+"""napari writers: image layer -> derived DICOM CT series or NIfTI; shapes layer -> boxes CSV (with the
+SOPInstanceUID, InstanceNumber and patient-coordinate mm of each box when its CT is known).
 
 All three are npe2 single-layer writers ``(path, data, meta) -> list[str]`` and call the core's atomic
 writers (:mod:`src_training.io`, :mod:`src_training.annotations`). Failures raise a
@@ -15,14 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from src_training.annotations import write_boxes_csv as core_write_boxes_csv
 from src_training.errors import OutputExistsError
+from src_training.io import CTVolume, write_volume
 from src_training.io import write_dicom_series as core_write_dicom_series
-from src_training.io import write_volume
 
 from ._boxes import shapes_records
 from ._layers import volume_from_layer, window_to_wl
@@ -88,8 +89,65 @@ def series_description(meta: dict[str, Any]) -> str:
     return f"{name} (napari-lidnet)"[:64]
 
 
+def derivation_description(meta: dict[str, Any]) -> str:
+    """DerivationDescription of a derived series from the layer's metadata: the model (display name, training
+    method, step) and its checkpoint file for a denoised layer, N0 and seed for a simulated LDCT, else the
+    series description."""
+    md = dict(meta.get("metadata") or {})
+    model = md.get("model")
+    if model:
+        method = md.get("method")
+        step = md.get("step")
+        details = ", ".join(x for x in (f"{method} training" if method else "",
+                                        f"step {step}" if step is not None else "") if x)
+        text = f"noise reduction by the {denoiser_display_name(model)} denoiser" + (f" ({details})" if details else "")
+        ckpt = md.get("checkpoint")
+        if ckpt:
+            text += f", checkpoint {Path(str(ckpt)).name} ({ckpt})"
+        if md.get("resampling") and not str(md["resampling"]).startswith("none"):
+            text += f"; {md['resampling']}"
+        return text
+    if md.get("n0") is not None:
+        return (f"simulated low-dose CT: N0 {float(md['n0']):g} photons per ray, seed {md.get('seed', 0)}"
+                + (f", from layer {md['simulated_from']}" if md.get("simulated_from") else ""))
+    return series_description(meta)
+
+
+def layer_window(meta: dict[str, Any]) -> tuple[tuple[float, float], str] | None:
+    """The window the layer is shown with, ``((W, L) HU, explanation)``, or None when unknown.
+
+    The layer's contrast limits are what the user sees (after a preset of the Window widget or dragging the
+    slider); the preset name is kept when ``metadata["window"]`` matches them (``CUSTOM`` otherwise).
+    """
+    md = dict(meta.get("metadata") or {})
+    named = md.get("window")
+    name = str(md.get("window_name") or "custom").replace("_", " ").upper()
+    limits = meta.get("contrast_limits")
+    try:
+        if limits is not None:
+            lo, hi = (float(v) for v in limits)
+            w, l_ = hi - lo, (hi + lo) / 2.0
+            if not (np.isfinite(w) and np.isfinite(l_) and w > 0):
+                raise ValueError("empty contrast limits")
+            if named is not None:
+                nw, nl = window_to_wl(tuple(named))
+                if abs(nw - w) > 1e-3 or abs(nl - l_) > 1e-3:
+                    name = "CUSTOM"
+            return (w, l_), name
+        if named is not None:
+            return window_to_wl(tuple(named)), name
+    except Exception:  # noqa: BLE001 - no usable window: the core's rule (source window, body part) applies
+        return None
+    return None
+
+
 def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
     """Save an image layer as a derived DICOM CT series (a new folder of ``IM_00001.dcm``...).
+
+    The series joins the source's study; each slice references its source slice (SourceImageSequence) when
+    the layer keeps the source's per-slice UIDs; SliceThickness is the source's; the window is the layer's
+    (:func:`layer_window`); DerivationDescription names the model and checkpoint
+    (:func:`derivation_description`). See :func:`src_training.io.write_dicom_series`.
 
     Parameters
     ----------
@@ -99,8 +157,9 @@ def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
     data : array (z, y, x) or (y, x)
         HU.
     meta : dict
-        The layer's state: ``metadata`` (spacing, origin, direction, window and ``dicom`` tags from the
-        source series: the new series joins the same study), ``scale``, ``translate``, ``name``.
+        The layer's state: ``metadata`` (spacing, origin, direction, window, ``z_offset`` of a partial result
+        and ``dicom`` tags from the source series: the new series joins the same study), ``contrast_limits``,
+        ``scale``, ``translate``, ``name``.
 
     Returns
     -------
@@ -118,18 +177,8 @@ def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
     _refuse_existing(out_dir, "DICOM series")
     vol = volume_from_layer(meta, data)
     md = dict(meta.get("metadata") or {})
-    extra: dict[str, Any] = {}
-    window = md.get("window")
-    if window is not None:
-        try:
-            w, l = window_to_wl(tuple(window))
-            extra = {
-                "WindowWidth": f"{w:g}",
-                "WindowCenter": f"{l:g}",
-                "WindowCenterWidthExplanation": str(md.get("window_name") or "CUSTOM").upper()[:64],
-            }
-        except Exception:  # noqa: BLE001 - the core's default window is used
-            extra = {}
+    chosen = layer_window(meta)
+    z_offset = md.get("z_offset") if "z_offset" in md else None
     files = core_write_dicom_series(
         vol.hu,
         out_dir,
@@ -140,7 +189,10 @@ def write_dicom_series(path: str, data: Any, meta: dict) -> list[str]:
         origin=vol.origin,
         direction=vol.direction,
         image_type=("DERIVED", "SECONDARY"),
-        extra_tags=extra or None,
+        window=chosen[0] if chosen else None,
+        window_explanation=chosen[1] if chosen else None,
+        derivation_description=derivation_description(meta),
+        reference_z_offset=int(z_offset) if z_offset is not None else None,
     )
     return [str(f) for f in files]
 
@@ -178,8 +230,56 @@ def write_nifti(path: str, data: Any, meta: dict) -> list[str]:
     return [str(out)]
 
 
+def _layer_geometry(layer_or_meta: Any) -> CTVolume | None:
+    """Geometry and DICOM tags of an image layer (or a layer-data meta dict) as a voxel-less CTVolume
+    (``hu`` of shape ``(nz, 0, 0)``: the layer's data are not read), or None when it carries no CT metadata."""
+    if isinstance(layer_or_meta, Mapping):
+        md = dict(layer_or_meta.get("metadata") or {})
+        translate = layer_or_meta.get("translate")
+        shape = None
+    else:
+        md = dict(getattr(layer_or_meta, "metadata", None) or {})
+        translate = getattr(layer_or_meta, "translate", None)
+        shape = getattr(getattr(layer_or_meta, "data", None), "shape", None)
+    if not md.get("dicom") and md.get("origin") is None:
+        return None
+    probe = volume_from_layer({"metadata": md, "scale": (layer_or_meta.get("scale") if isinstance(
+        layer_or_meta, Mapping) else getattr(layer_or_meta, "scale", None)), "translate": translate},
+        np.zeros((1, 1, 1), np.float32))
+    nz = int(shape[-3]) if shape is not None and len(shape) >= 3 else 0
+    return CTVolume(hu=np.empty((nz, 0, 0), np.float32), spacing=probe.spacing, origin=probe.origin,
+                    direction=probe.direction, metadata=probe.metadata, source=probe.source)
+
+
+def boxes_reference(meta: dict[str, Any]) -> CTVolume | None:
+    """The CT a shapes layer's boxes were drawn on, for the CSV's DICOM and patient-coordinate columns.
+
+    The shapes layer's own metadata when it carries the CT's (``dicom`` tags / ``origin``), else the image
+    layer its ``metadata["source"]`` names in the current viewer (the Detect widget sets it). None when
+    neither is known (the CSV then has the array columns only).
+    """
+    md = dict(meta.get("metadata") or {})
+    own = _layer_geometry(meta)
+    if own is not None:
+        return own
+    source = md.get("source")
+    if not source:
+        return None
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+        layer = viewer.layers[str(source)] if viewer is not None and str(source) in viewer.layers else None
+    except Exception:  # noqa: BLE001 - no viewer (a script): no reference
+        return None
+    return _layer_geometry(layer) if layer is not None else None
+
+
 def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
-    """Save a shapes layer of boxes as CSV ``slice,x0,y0,x1,y1,label,score`` (pixels, edges at pixel borders).
+    """Save a shapes layer of boxes as CSV ``slice,x0,y0,x1,y1,label,score`` (pixels, edges at pixel borders)
+    plus, when the CT the boxes belong to is known (:func:`boxes_reference`), each box's SOPInstanceUID,
+    InstanceNumber, frame number and centre in patient coordinates (LPS mm;
+    :data:`src_training.annotations.box_csv.REFERENCE_COLUMNS`).
 
     Each shape's bounding box on its slice is written; ``label`` / ``score`` come from the layer's features
     (defaults 1 and 1.0; RPN proposals use their ``objectness``).
@@ -191,7 +291,7 @@ def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
     data : list of arrays (4, 3) or (4, 2)
         The shapes in data coordinates (the image's pixel grid).
     meta : dict
-        Layer state with ``features``.
+        Layer state with ``features`` and ``metadata``.
 
     Returns
     -------
@@ -221,9 +321,19 @@ def write_boxes_csv(path: str, data: Any, meta: dict) -> list[str]:
         p,
         labels={z: np.asarray(v, dtype=np.int64) for z, v in labels.items()},
         scores={z: np.asarray(v, dtype=np.float32) for z, v in scores.items()},
+        reference=boxes_reference(meta),
     )
     return [str(out)]
 
 
-__all__ = ["free_name", "series_description", "write_boxes_csv", "write_dicom_series", "write_nifti"]
+__all__ = [
+    "boxes_reference",
+    "derivation_description",
+    "free_name",
+    "layer_window",
+    "series_description",
+    "write_boxes_csv",
+    "write_dicom_series",
+    "write_nifti",
+]
 

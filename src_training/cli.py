@@ -18,6 +18,9 @@ Every action of the napari plugin is available here, so a GUI session and a scri
 - ``lidnet gui``       open napari with the sample loaded and every widget docked.
 
 Errors a user can cause are printed as one line (``error: ...``) with exit status 2, never a traceback.
+``simulate``, ``denoise`` and ``detect`` check that ``--out`` can be written (not there without
+``--overwrite``, a writable folder, an ending that holds the result, an input whose geometry and DICOM tags a
+derived series can carry) before the computation, so a bad destination fails in seconds, not after it.
 
 The core is imported at start-up (a few seconds: torch); only ``lidnet gui`` imports napari / Qt, inside its
 command, so that the headless core never imports Qt.
@@ -38,13 +41,16 @@ from .config import TrainConfig
 from .data.index import index_dataset
 from .demo import run_demo
 from .distributed import shutdown_distributed
-from .errors import ConfigError, LidnetError, OutputExistsError
+from .errors import ConfigError, CTWriteError, LidnetError, MultipleSeriesError, OutputExistsError
 from .experiment import FAST_BUDGET
 from .inference import denoise_volume, detect_slices, load_denoiser, load_detector
-from .io import load_ct, write_dicom_series, write_volume
+from .io import CTVolume, load_ct, write_dicom_series, write_volume
+from .io._writing import check_destination, check_volume_output
+from .io.dicom_writer import check_dicom_series_output, series_window
+from .models.registry import display_name
 from .pretrain import RECIPES, remeasure, run_pretraining
 from .reproduce import run_reproduction
-from .simulation import ScanGeometry, n0_for_noise_sigma, simulate_ldct, soft_tissue_noise_sigma
+from .simulation import SIMULATOR_VERSION, ScanGeometry, n0_for_noise_sigma, simulate_ldct, soft_tissue_noise_sigma
 from .study import run_study, run_study_parallel, study_workers
 from .training import run_training
 from .working_size import detect_at_size, working_size
@@ -139,10 +145,100 @@ def _refuse_existing_output(out: str, overwrite: bool) -> None:
     raise OutputExistsError(f"{p} already exists; nothing was done. Choose another --out, or add --overwrite.")
 
 
+def _load_input(args: argparse.Namespace) -> CTVolume:
+    """``load_ct(INPUT, --series-uid)``; several series without ``--series-uid`` -> a message naming the option
+    and listing the series (UID, description, modality, files)."""
+    try:
+        return load_ct(args.input, series_uid=args.series_uid)
+    except MultipleSeriesError as exc:
+        if not exc.series:
+            raise
+        listing = "\n".join(f"  - {s}" for s in exc.series)
+        raise MultipleSeriesError(
+            f"{args.input} holds {len(exc.series)} DICOM series; choose one with --series-uid UID:\n{listing}",
+            exc.series,
+        ) from exc
+
+
+#: ``--out`` endings that are neither a volume file ``write_volume`` writes nor a folder: refused at once.
+_NOT_OUTPUT_ENDINGS: tuple[str, ...] = (
+    ".mhd", ".raw", ".dcm", ".ima", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".npy", ".npz",
+    ".csv", ".json", ".txt", ".pt", ".pth", ".h5", ".hdf5", ".hdr", ".img", ".mat", ".zip", ".gz", ".pdf",
+)
+
+
+def _output_kind(out: str) -> str:
+    """``"volume"`` (.nii/.nii.gz/.nrrd/.mha) or ``"dicom"`` (a folder: derived DICOM series) for ``--out``.
+
+    Raises CTWriteError for an ending that cannot hold the result (.mhd, .dcm, .png, .npy, ...)."""
+    p = Path(out)
+    name = p.name.lower()
+    if any(name.endswith(e) for e in (".nii.gz", ".nii", ".nrrd", ".mha")):
+        return "volume"
+    if p.is_dir():
+        return "dicom"
+    if name.endswith(".mhd"):
+        raise CTWriteError(f"--out {out}: a MetaImage .mhd + .raw pair cannot be replaced safely; use .mha (one "
+                           "file), .nii.gz, or a folder for a derived DICOM series. Nothing was done.")
+    if name.endswith((".dcm", ".ima")):
+        raise CTWriteError(f"--out {out}: a DICOM series is a folder of files, one per slice; give a folder name "
+                           "(without the ending). Nothing was done.")
+    ending = next((e for e in _NOT_OUTPUT_ENDINGS if name.endswith(e)), None)
+    if ending is not None:
+        raise CTWriteError(f"--out {out}: a {ending} file cannot hold a CT volume; give a folder (a derived DICOM "
+                           "series) or a .nii.gz, .nii, .nrrd or .mha file. Nothing was done.")
+    return "dicom"
+
+
+def _window_option(text: str | None):
+    """``--window``: a preset name (lung, mediastinum, abdomen, soft_tissue, liver, bone, brain) or ``W,L`` HU;
+    None when not given. Raises ConfigError for anything else."""
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.replace(";", ",").split(",")]
+    if len(parts) == 2:
+        try:
+            window = (float(parts[0]), float(parts[1]))
+        except ValueError:
+            raise ConfigError(f"--window {text}: expected a preset name or 'width,level' in HU, e.g. 1500,-600.") \
+                from None
+    else:
+        window = text.strip()
+    series_window(window)  # ConfigError for an unknown preset or a width <= 0
+    return window
+
+
+def _check_output(args: argparse.Namespace, vol: CTVolume, kind: str, **dicom_tags) -> None:
+    """Everything that would make writing ``--out`` fail, checked before the computation: the destination
+    (exists without --overwrite, a file in the way, not writable), the input's geometry, and for a DICOM
+    series every tag copied from the input (the first and last slice are built in memory)."""
+    try:
+        if kind == "volume":
+            check_volume_output(args.out, spacing=vol.spacing, origin=vol.origin, direction=vol.direction,
+                                overwrite=args.overwrite)
+        else:
+            check_dicom_series_output(vol.hu, args.out, spacing=vol.spacing, reference=vol,
+                                      overwrite=args.overwrite, **dicom_tags)
+    except CTWriteError as exc:
+        raise CTWriteError(f"{str(exc).rstrip('.')}. Input: {args.input}; nothing was computed.") from exc
+
+
+def _write_result(args: argparse.Namespace, hu: np.ndarray, vol: CTVolume, kind: str, **dicom_tags) -> None:
+    if kind == "volume":
+        write_volume(hu, args.out, spacing=vol.spacing, origin=vol.origin, direction=vol.direction,
+                     overwrite=args.overwrite)
+    else:
+        write_dicom_series(hu, args.out, spacing=vol.spacing, reference=vol, overwrite=args.overwrite,
+                           **dicom_tags)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     _refuse_existing_output(args.out, args.overwrite)
-    vol = load_ct(args.input, series_uid=args.series_uid)
+    kind = _output_kind(args.out)
+    window = _window_option(args.window)
+    vol = _load_input(args)
     geom = ScanGeometry(n_views=args.views, bin_mm=args.bin_mm, filter_name=args.filter)
+    _check_output(args, vol, kind, series_description="Simulated LDCT", window=window)
     n0 = args.n0
     if args.noise_sigma is not None:
         mid = vol.hu[vol.hu.shape[0] // 2] if vol.hu.ndim == 3 else vol.hu
@@ -156,37 +252,59 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     ldct = simulate_ldct(vol.hu, vol.spacing[1], n0, seed=args.seed, geometry=geom, mode=args.mode,
                          progress=progress)
     print(file=sys.stderr)
-    write_volume(ldct, args.out, spacing=vol.spacing, origin=vol.origin, direction=vol.direction,
-                 overwrite=args.overwrite)
+    _write_result(
+        args, ldct, vol, kind, series_description=f"Simulated LDCT N0={n0:g} seed={args.seed}", window=window,
+        derivation_description=(f"simulated low-dose CT ({SIMULATOR_VERSION}): N0 {n0:g} photons per ray, "
+                                f"{geom.describe()}, mode {args.mode}, seed {args.seed}"),
+    )
     sigma = soft_tissue_noise_sigma(vol.hu, ldct)
     print(f"LDCT (N0={n0:g} photons per ray, {geom.describe()}, seed={args.seed}; soft-tissue noise sigma "
           f"{sigma:.1f} HU) written to {args.out}")
     return 0
 
 
+def _denoise_derivation(config: dict, checkpoint: str, size: int | None, shape: tuple[int, ...]) -> str:
+    """DerivationDescription of a denoised series: model, training method and step, checkpoint file."""
+    name = str(config.get("denoiser", "denoiser"))
+    try:
+        model = display_name(name)
+    except Exception:  # noqa: BLE001 - an unknown name is shown as stored
+        model = name
+    method = config.get("method")
+    step = config.get("step")
+    text = f"noise reduction by the {model} denoiser"
+    if method or step is not None:
+        text += " (" + ", ".join(x for x in (f"{method} training" if method else "",
+                                             f"step {step}" if step is not None else "") if x) + ")"
+    text += f", checkpoint {Path(checkpoint).name} ({Path(checkpoint).resolve()})"
+    if size is not None and tuple(shape[-2:]) != (size, size):
+        text += f"; run at {size} x {size} pixels and resampled back to the source grid"
+    return text
+
+
 def _cmd_denoise(args: argparse.Namespace) -> int:
     _refuse_existing_output(args.out, args.overwrite)
-    vol = load_ct(args.input, series_uid=args.series_uid)
+    kind = _output_kind(args.out)
+    window = _window_option(args.window)
+    vol = _load_input(args)
     model, config = load_denoiser(args.checkpoint, device=args.device)
     hu_range = tuple(config.get("hu_range", (-1024.0, 1024.0)))
-    # At the network's working size (the shipped models: 256 px), resampled back to the input's grid.
-    out = denoise_volume(model, vol.hu, hu_range, batch_size=args.batch_size,
-                         image_size=working_size(config))
-    dest = Path(args.out)
+    size = working_size(config)
     name = str(config.get("denoiser", "denoiser"))
-    if dest.suffix.lower() in (".nii", ".gz", ".nrrd", ".mha", ".mhd"):
-        write_volume(out, dest, spacing=vol.spacing, origin=vol.origin, direction=vol.direction,
-                     overwrite=args.overwrite)
-    else:
-        write_dicom_series(out, dest, spacing=vol.spacing, reference=vol, overwrite=args.overwrite,
-                           series_description=f"{name} denoised ({Path(args.checkpoint).name})")
-    print(f"denoised volume written to {dest}")
+    tags = dict(series_description=f"{name} denoised ({Path(args.checkpoint).name})", window=window,
+                derivation_description=_denoise_derivation(config, args.checkpoint, size, vol.hu.shape))
+    _check_output(args, vol, kind, **tags)  # before the inference: a bad --out fails in seconds
+    # At the network's working size (the shipped models: 256 px), resampled back to the input's grid.
+    out = denoise_volume(model, vol.hu, hu_range, batch_size=args.batch_size, image_size=size)
+    _write_result(args, out, vol, kind, **tags)
+    print(f"denoised volume written to {args.out}")
     return 0
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     _refuse_existing_output(args.out, args.overwrite)
-    vol = load_ct(args.input, series_uid=args.series_uid)
+    check_destination(args.out, "boxes CSV")
+    vol = _load_input(args)
     detector, config = load_detector(args.checkpoint, device=args.device)
     hu_range = tuple(config.get("hu_range", (-1024.0, 1024.0)))
     boxes, scores = {}, {}
@@ -201,7 +319,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         if len(result["boxes"]):
             boxes[z] = np.asarray(result["boxes"], dtype=np.float32)
             scores[z] = np.asarray(result["scores"], dtype=np.float32)
-    write_boxes_csv(boxes, args.out, scores=scores, overwrite=args.overwrite)
+    # beside the array indices: SOPInstanceUID, InstanceNumber and the LPS mm centre of each box's slice
+    write_boxes_csv(boxes, args.out, scores=scores, overwrite=args.overwrite, reference=vol)
     print(f"{sum(len(b) for b in boxes.values())} detections on {len(boxes)} slices written to {args.out}")
     return 0
 
@@ -229,6 +348,10 @@ def _cmd_gui(args: argparse.Namespace) -> int:
     except ImportError as exc:  # napari not installed
         raise LidnetError(f"The GUI needs napari: pip install 'napari-lidnet[gui]' ({exc}).") from exc
     return int(gui_main() or 0)
+
+
+_WINDOW_HELP = ("display window of a DICOM --out: a preset (lung, mediastinum, abdomen, soft_tissue, liver, bone, "
+                "brain) or W,L in HU (default: the input's window, else one for its body part, else soft tissue)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise_only: NDCT + FBP(noise) (default); full: FBP of the noisy sinogram")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--series-uid", default=None, help="choose one series in a folder holding several")
-    p.add_argument("--out", required=True, help="output volume (.nii.gz, .nrrd, .mha)")
+    p.add_argument("--out", required=True,
+                   help="output volume (.nii.gz, .nrrd, .mha) or a folder (derived DICOM series, same study)")
+    p.add_argument("--window", default=None, help=_WINDOW_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     p.set_defaults(func=_cmd_simulate)
 
@@ -334,18 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a folder (derived DICOM series) or .nii.gz/.nrrd/.mha")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--series-uid", default=None)
+    p.add_argument("--series-uid", default=None, help="choose one series in a folder holding several")
+    p.add_argument("--window", default=None, help=_WINDOW_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     p.set_defaults(func=_cmd_denoise)
 
     p = sub.add_parser("detect", help="detect lesions with a trained detector; boxes to CSV")
     p.add_argument("input")
     p.add_argument("--checkpoint", required=True, help="detector.pt")
-    p.add_argument("--out", required=True, help="boxes CSV")
+    p.add_argument("--out", required=True,
+                   help="boxes CSV (slice, x0, y0, x1, y1, label, score, SOPInstanceUID, InstanceNumber, LPS mm)")
     p.add_argument("--device", default="auto")
     p.add_argument("--k", type=int, default=5, help="top-K RPN proposals kept per slice")
     p.add_argument("--score-thresh", type=float, default=0.5)
-    p.add_argument("--series-uid", default=None)
+    p.add_argument("--series-uid", default=None, help="choose one series in a folder holding several")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
     p.set_defaults(func=_cmd_detect)
 

@@ -9,6 +9,16 @@ with a series or file column (:func:`read_boxes_table`, :func:`table_rows_to_ann
 ``slice`` is the index along z of the volume the boxes belong to (0-based, in the z order of the loaded
 volume); boxes are xyxy pixels with edges at pixel borders (:mod:`src_training.boxes`). Writes are atomic
 (:func:`src_training.checkpoint.atomic_write_text`).
+
+Written with the CT the boxes were found on (``write_boxes_csv(..., reference=volume)``, e.g. by ``lidnet
+detect``), each row also says where the box is for a PACS viewer (:data:`REFERENCE_COLUMNS`)::
+
+    slice,x0,y0,x1,y1,label[,score],sop_instance_uid,instance_number,frame_number,center_x_mm,center_y_mm,center_z_mm
+
+``sop_instance_uid`` / ``instance_number`` (DICOM SOPInstanceUID and InstanceNumber of the source slice) and
+``frame_number`` (1-based frame of a multi-frame file) are empty when the source is not DICOM (or the slice is
+unknown); ``center_*_mm`` is the box centre in patient coordinates (DICOM LPS, mm: x to the patient's left,
+y to the back, z to the head), from the volume's origin, direction and spacing. Readers ignore these columns.
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -27,9 +37,89 @@ from ..checkpoint import atomic_write_text
 from ..errors import LidnetError, OutputExistsError
 from .records import SliceAnnotations, map_label
 
+if TYPE_CHECKING:  # never imported at run time: annotations does not depend on io
+    from ..io.volume import CTVolume
+
 
 #: Required CSV columns, in the order they are written.
 CSV_COLUMNS: tuple[str, ...] = ("slice", "x0", "y0", "x1", "y1", "label")
+
+#: Columns added after ``score`` when the boxes are written with their CT (``reference=``).
+REFERENCE_COLUMNS: tuple[str, ...] = (
+    "sop_instance_uid", "instance_number", "frame_number", "center_x_mm", "center_y_mm", "center_z_mm",
+)
+
+
+def box_centres_mm(
+    boxes: np.ndarray, z: int, spacing: Sequence[float], origin: Sequence[float], direction: Sequence[float]
+) -> np.ndarray:
+    """Patient coordinates of box centres on slice ``z``.
+
+    Parameters
+    ----------
+    boxes : array (n, 4)
+        ``xyxy`` pixels, edges at pixel borders (the centre of the pixel at column c is at x = c + 0.5).
+    z : int
+        Slice index (0-based, z order of the volume).
+    spacing : (dz, dy, dx) mm
+    origin : (x, y, z) mm
+        Centre of voxel (0, 0, 0) in patient coordinates (DICOM LPS; SimpleITK order).
+    direction : 9 floats
+        SimpleITK direction cosines, row-major 3x3, columns = directions of the column, row and slice axes.
+
+    Returns
+    -------
+    ndarray float64 (n, 3)
+        ``(x, y, z)`` mm, LPS: ``origin + D @ (i * dx, j * dy, z * dz)`` with (i, j) the centre in voxel
+        indices (DICOM PS3.3 C.7.6.2.1.1, the Image Position / Orientation equation).
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    sp = [float(v) for v in spacing]
+    d = np.asarray([float(v) for v in direction], dtype=np.float64).reshape(3, 3)
+    i = (b[:, 0] + b[:, 2]) / 2.0 - 0.5
+    j = (b[:, 1] + b[:, 3]) / 2.0 - 0.5
+    steps = np.stack([i * sp[2], j * sp[1], np.full(len(b), float(z) * sp[0])], axis=1)
+    return np.asarray([float(v) for v in origin], dtype=np.float64)[None, :] + steps @ d.T
+
+
+def _slice_list(meta: Mapping[str, Any], key: str, nz: int | None) -> list | None:
+    values = meta.get(key)
+    if not isinstance(values, (list, tuple)) or (nz is not None and len(values) != nz):
+        return None
+    return list(values)
+
+
+def _reference_cells(reference: Any, where: str) -> Any:
+    """A function ``(z, boxes (n, 4)) -> list of rows of REFERENCE_COLUMNS cells`` for ``reference``."""
+    meta = dict(getattr(reference, "metadata", None) or {})
+    hu = getattr(reference, "hu", None)
+    nz = int(hu.shape[0]) if hu is not None and getattr(hu, "ndim", 0) == 3 and hu.shape[0] else None
+    nz = nz or (int(meta["n_slices"]) if isinstance(meta.get("n_slices"), int) else None)
+    uids = _slice_list(meta, "sop_instance_uids", nz)
+    numbers = _slice_list(meta, "instance_numbers", len(uids) if uids is not None else nz)
+    frames = _slice_list(meta, "frame_numbers", len(uids) if uids is not None else nz)
+    try:
+        spacing = tuple(float(v) for v in reference.spacing)
+        origin = tuple(float(v) for v in reference.origin)
+        direction = tuple(float(v) for v in reference.direction)
+        geometry_ok = len(spacing) == 3 and len(origin) == 3 and len(direction) == 9 and all(
+            math.isfinite(v) for v in (*spacing, *origin, *direction))
+    except (TypeError, ValueError, AttributeError):
+        geometry_ok = False
+    if not geometry_ok:
+        raise LidnetError(f"{where}: the CT the boxes belong to has no usable geometry (spacing, origin, direction).")
+
+    def item(values: list | None, z: int) -> str:
+        if values is None or not 0 <= z < len(values) or values[z] is None:
+            return ""
+        return str(values[z])
+
+    def cells(z: int, boxes: np.ndarray) -> list[list[str]]:
+        mm = box_centres_mm(boxes, z, spacing, origin, direction)
+        fixed = [item(uids, z), item(numbers, z), item(frames, z)]
+        return [fixed + [f"{v:.3f}" for v in mm[i]] for i in range(len(mm))]
+
+    return cells
 
 
 def write_boxes_csv(
@@ -39,8 +129,10 @@ def write_boxes_csv(
     scores: Mapping[int, Sequence[float]] | None = None,
     *,
     overwrite: bool = False,
+    reference: "CTVolume | None" = None,
 ) -> Path:
-    """Write boxes to a CSV file atomically (columns ``slice,x0,y0,x1,y1,label`` and ``score`` if given).
+    """Write boxes to a CSV file atomically (columns ``slice,x0,y0,x1,y1,label``, ``score`` if given, and
+    :data:`REFERENCE_COLUMNS` with a ``reference``).
 
     Parameters
     ----------
@@ -54,6 +146,11 @@ def write_boxes_csv(
         Detection scores in [0, 1] per box; adds the ``score`` column.
     overwrite : bool
         Replace an existing file (atomically). Default False: an existing file is never replaced.
+    reference : CTVolume, optional
+        The CT the boxes were found on (slice indices in its z order): adds the SOPInstanceUID,
+        InstanceNumber and frame number of each box's slice (from ``metadata["sop_instance_uids"]``,
+        ``["instance_numbers"]``, ``["frame_numbers"]``; empty cells when absent, e.g. NIfTI) and the box
+        centre in patient coordinates, LPS mm (:func:`box_centres_mm`, from its spacing, origin, direction).
 
     Returns
     -------
@@ -62,18 +159,20 @@ def write_boxes_csv(
     Raises
     ------
     LidnetError
-        Invalid boxes, or labels/scores whose length does not match the boxes of a slice.
+        Invalid boxes, labels/scores whose length does not match the boxes of a slice, or a ``reference``
+        without finite spacing/origin/direction.
     OutputExistsError
         ``path`` exists and ``overwrite`` is False (nothing written).
     """
     if Path(path).exists() and not overwrite:
         raise OutputExistsError(
-            f"{path} already exists; nothing was written. Choose another file name, or ask to replace it "
-            "(overwrite=True; CLI: --overwrite)."
+            f"{path} already exists; nothing was written. Choose another file name, or allow replacing it."
         )
+    ref_cells = _reference_cells(reference, str(path)) if reference is not None else None
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(CSV_COLUMNS) + (["score"] if scores is not None else []))
+    writer.writerow(list(CSV_COLUMNS) + (["score"] if scores is not None else [])
+                    + (list(REFERENCE_COLUMNS) if ref_cells is not None else []))
     for z in sorted(int(k) for k in boxes_by_slice):
         b = validate_boxes(boxes_by_slice[z], where=f"{path}, slice {z}")
         lab = np.ones(len(b), dtype=np.int64) if labels is None or z not in labels else np.asarray(labels[z])
@@ -84,10 +183,13 @@ def write_boxes_csv(
             sc = np.asarray(scores.get(z, []), dtype=np.float64)
             if len(sc) != len(b):
                 raise LidnetError(f"{path}: slice {z} has {len(b)} boxes but {len(sc)} scores.")
+        extra = ref_cells(z, b) if ref_cells is not None else None
         for i in range(len(b)):
             row = [z] + [_fmt(v) for v in b[i]] + [int(lab[i])]
             if sc is not None:
                 row.append(f"{float(sc[i]):.6g}")
+            if extra is not None:
+                row.extend(extra[i])
             writer.writerow(row)
     out = atomic_write_text(path, buf.getvalue())
     try:  # tempfile creates 0600 files; give the CSV the usual permissions under the umask
@@ -135,7 +237,7 @@ def read_boxes_csv(
     ----------
     path : path-like
         CSV with header ``slice,x0,y0,x1,y1,label`` (``label`` optional, default 1; ``score`` optional;
-        extra columns ignored; column order free).
+        extra columns, e.g. :data:`REFERENCE_COLUMNS`, ignored; column order free).
     shape : (Z, H, W) or (H, W), optional
         Volume or slice size: slice indices must be in ``[0, Z)`` and boxes inside ``[0, W] x [0, H]``.
     return_labels_scores : bool
