@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ._layers import layer_geometry
+
 #: Edge colour of reference (ground-truth) lesion boxes.
 REFERENCE_BOX_COLOR = "#00ff7f"
 #: Edge colour of RPN proposals.
@@ -151,7 +153,7 @@ def boxes_from_shapes_layer(layer: Any) -> dict[int, np.ndarray]:
     ----------
     layer : napari.layers.Shapes
         Rectangles (or any shapes: their bounding boxes) in the layer's data coordinates, i.e. the pixel
-        grid of the image layer with the same scale/translate.
+        grid of the image layer with the same transform (scale, rotate, translate).
 
     Returns
     -------
@@ -189,7 +191,9 @@ def shapes_layer_data(
     name : str
         Layer name.
     like : napari.layers.Image or dict, optional
-        Image layer (or its layer-data kwargs) whose ``scale``/``translate`` the rectangles follow.
+        Image layer (or its layer-data kwargs) whose whole transform (scale, rotate, translate:
+        :func:`napari_lidnet._layers.layer_geometry`) the rectangles follow: drawn in the image's data
+        coordinates, they stay on its pixels under any orientation of the series.
     scale, translate : tuple, optional
         Override ``like``'s.
     features : mapping of column -> array (N,), optional
@@ -211,21 +215,19 @@ def shapes_layer_data(
     -------
     data : list of ndarray (4, ndim)
     kwargs : dict
-        ``name, shape_type='rectangle', ndim, edge_color, face_color='transparent', edge_width, scale,
-        translate, features, metadata`` (+ ``text``).
+        ``name, shape_type='rectangle', ndim, edge_color, face_color='transparent', edge_width, features,
+        metadata`` (+ ``scale``, ``translate``, ``rotate`` and any ``shear`` / ``affine`` of ``like``, + ``text``).
     """
     rects, slices = boxes_to_rectangles(boxes_by_slice, ndim=ndim)
     feats: dict[str, Any] = {"slice": slices}
     if features:
         for k, v in features.items():
             feats[k] = np.asarray(v)
-    if like is not None:
-        if isinstance(like, Mapping):
-            scale = scale if scale is not None else like.get("scale")
-            translate = translate if translate is not None else like.get("translate")
-        else:
-            scale = scale if scale is not None else tuple(like.scale)
-            translate = translate if translate is not None else tuple(like.translate)
+    geometry: dict[str, Any] = layer_geometry(like, ndim=ndim) if like is not None else {}
+    if scale is not None:
+        geometry["scale"] = tuple(float(s) for s in list(scale)[-ndim:])
+    if translate is not None:
+        geometry["translate"] = tuple(float(t) for t in list(translate)[-ndim:])
     kwargs: dict[str, Any] = {
         "name": name,
         "shape_type": "rectangle",
@@ -236,11 +238,8 @@ def shapes_layer_data(
         "opacity": 1.0,
         "features": feats,
         "metadata": dict(metadata or {}),
+        **geometry,
     }
-    if scale is not None:
-        kwargs["scale"] = tuple(float(s) for s in list(scale)[-ndim:])
-    if translate is not None:
-        kwargs["translate"] = tuple(float(t) for t in list(translate)[-ndim:])
     if text is not None:
         kwargs["text"] = text
     return rects, kwargs

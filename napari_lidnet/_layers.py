@@ -9,8 +9,16 @@ layers. No Qt import. The other layer concepts have their own modules: box (shap
 Conventions (see ``docs/architecture.md``):
 
 * Volumes are ``(z, y, x)`` float32 HU; spacing and origin are ``(z, y, x)`` in mm (the origin of a
-  ``CTVolume`` is ``(x, y, z)``, SimpleITK order). An image layer gets ``scale = spacing`` and ``translate`` =
-  the origin in ``(z, y, x)``, so every layer of one scan lines up in world mm.
+  ``CTVolume`` is ``(x, y, z)``, SimpleITK order). An image layer gets ``scale = spacing``, ``rotate`` = the
+  direction cosines and ``translate`` = the origin, all in napari's ``(z, y, x)`` order
+  (:func:`layer_transform`), so napari's data -> world map sends voxel ``(k, i, j)`` to its DICOM patient
+  position (LPS, mm, ``(z, y, x)`` order) for every axial series (rotated in-plane, mirrored or feet first
+  included); tilted, coronal and sagittal series get the same positions in a rotated world frame that
+  napari can slice (:func:`display_frame`, ``metadata["world_from_patient"]``, :func:`patient_position`).
+  Identity direction (usual axial CT): ``rotate`` is the identity, the layers are exactly the axis-aligned
+  ones of before.
+* Layers computed from a CT layer (denoised, low-dose, boxes, ROIs, grid outlines) copy its whole transform
+  with :func:`layer_geometry`, so they are drawn in its pixel grid under any rotation.
 * Slices are ``(y, x)``; a slice index is in pixels along the layer's z axis (data coordinates).
 """
 
@@ -119,18 +127,230 @@ def series_name(metadata: Mapping[str, Any] | None, fallback: str = "CT") -> str
     return desc or fallback
 
 # --------------------------------------------------------------------------------------------------
+# geometry: CTVolume (SimpleITK / DICOM) -> napari transforms, and copies of a layer's transform
+# --------------------------------------------------------------------------------------------------
+#: Identity direction cosines (usual axial CT), SimpleITK row-major 9-tuple.
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def direction_zyx(direction: Any) -> np.ndarray:
+    """Direction cosines of a volume in napari's ``(z, y, x)`` axis order.
+
+    Parameters
+    ----------
+    direction : sequence of 9 floats or None
+        ``CTVolume.direction``: SimpleITK row-major 3x3 matrix whose rows are the patient axes x, y, z (LPS)
+        and whose columns are the array axes along a row (x index), along a column (y index) and the slice
+        axis, i.e. DICOM ImageOrientationPatient's row and column cosines and the slice normal (PS3.3
+        C.7.6.2.1.1, Image Plane Module).
+
+    Returns
+    -------
+    ndarray float64 (3, 3)
+        The same matrix with rows and columns both reordered to ``(z, y, x)``: rows = patient axes z, y, x,
+        columns = array axes 0 (slice), 1 (row index), 2 (column index). ``None``, a malformed or a singular
+        matrix gives the identity.
+    """
+    if direction is None:
+        return np.eye(3)
+    d = np.asarray(direction, dtype=np.float64).ravel()
+    if d.size != 9 or not np.all(np.isfinite(d)):
+        return np.eye(3)
+    m = d.reshape(3, 3)
+    if abs(np.linalg.det(m)) < 1e-6:
+        return np.eye(3)
+    return m[::-1, ::-1].copy()
+
+
+#: World axes (rows, as patient axes z, y, x) of a series whose slices are coronal or sagittal: the slice
+#: axis first, then inferior (head up on screen) and the patient's left or posterior (radiological display).
+_NON_AXIAL_FRAMES = {
+    1: ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),  # coronal: world (y, -z, x)
+    2: ((0.0, 0.0, -1.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),  # sagittal: world (-x, -z, y)
+}
+
+
+def display_frame(rotate_zyx: Any) -> np.ndarray:
+    """World frame of a volume's layers: the rotation ``F`` with ``world = F @ patient`` (both ``(z, y, x)``).
+
+    napari draws a 2D slice through a layer only when its transform keeps the slice axis on world axis 0
+    and the slice plane on world axes 1 and 2: a transform exchanging axes (coronal or sagittal slices
+    placed in patient axes) fails with "singular matrix" (napari issues #3410, #9050), and one tilting the
+    slices out of the world's axial plane is sliced along the wrong axis (napari's "non-orthogonal slicing":
+    slices far from the world origin are never drawn). So the world is the patient frame (LPS) itself
+    whenever the slice normal is patient z (axial series, rotated in-plane, mirrored, feet first); else it is
+    the patient frame rotated by the smallest rotation taking the slice normal onto its nearest patient axis
+    (a gantry-tilted or double-oblique series: the slices are shown as acquired), and for coronal or
+    sagittal slices the axes are then reordered by :data:`_NON_AXIAL_FRAMES` (head up, radiological
+    left-right). ``F`` is always a proper rotation: distances, angles and handedness are kept.
+
+    Parameters
+    ----------
+    rotate_zyx : array (3, 3)
+        Direction cosines in ``(z, y, x)`` order (:func:`direction_zyx`; column 0 = slice normal).
+
+    Returns
+    -------
+    ndarray float64 (3, 3)
+        ``F``, orthogonal with determinant +1 (``patient = F.T @ world``); the identity for axial series.
+    """
+    n = np.asarray(rotate_zyx, dtype=np.float64).reshape(3, 3)[:, 0]
+    n = n / (np.linalg.norm(n) or 1.0)
+    axis = int(np.argmax(np.abs(n)))
+    target = np.zeros(3)
+    target[axis] = 1.0 if n[axis] > 0 else -1.0
+    v, c = np.cross(n, target), float(n @ target)  # Rodrigues: the rotation taking n onto target
+    vx = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    tilt = np.eye(3) + vx + vx @ vx / (1.0 + c) if np.linalg.norm(v) > 1e-9 else np.eye(3)
+    order = np.asarray(_NON_AXIAL_FRAMES[axis]) if axis in _NON_AXIAL_FRAMES else np.eye(3)
+    return order @ tilt
+
+
+def layer_transform(volume: Any) -> dict[str, Any]:
+    """napari ``scale``, ``rotate`` and ``translate`` of a CT volume's layers (all in ``(z, y, x)`` order).
+
+    With them napari's data -> world map is ``world = F @ (origin + D @ (spacing * (k, i, j)))``: the DICOM
+    patient position of voxel ``(k, i, j)`` (PS3.3 C.7.6.2.1.1: ImagePositionPatient of slice ``k`` plus
+    ``j`` column spacings along the row cosines and ``i`` row spacings along the column cosines), in LPS mm,
+    ``(z, y, x)`` order, seen in the world frame ``F`` of :func:`display_frame` (the identity for axial
+    series: world = patient coordinates; :func:`patient_position` turns world back into patient mm).
+
+    Parameters
+    ----------
+    volume : src_training.io.CTVolume
+        ``spacing`` (z, y, x) mm (positive), ``origin`` (x, y, z) mm LPS, ``direction`` (9 floats,
+        SimpleITK order; a determinant of -1, a mirrored volume, is kept as it is: napari accepts a
+        reflection as ``rotate``).
+
+    Returns
+    -------
+    dict
+        ``scale`` (3 floats, mm), ``rotate`` (3x3 tuple of tuples, ``F @ D`` in ``(z, y, x)`` order: the slice
+        axis on world axis 0, the slice plane on world axes 1 and 2), ``translate`` (3 floats, mm,
+        ``F @ origin``) and ``world_from_patient`` (``F``, 3x3 tuple of tuples). Identity direction:
+        ``rotate`` is the identity and ``translate`` the origin in ``(z, y, x)``.
+    """
+    spacing = _triple(getattr(volume, "spacing", None), 1.0)
+    o = _triple(getattr(volume, "origin", None), 0.0)
+    d = direction_zyx(getattr(volume, "direction", None))
+    frame = display_frame(d)
+    rotate = frame @ d
+    off_block = np.zeros((3, 3), dtype=bool)
+    off_block[0, 1:] = off_block[1:, 0] = True
+    rotate[off_block & (np.abs(rotate) < 1e-6)] = 0.0  # rounding of the cosines: keep napari's slicing exact
+    translate = frame @ np.array([o[2], o[1], o[0]], dtype=np.float64)
+    return {
+        "scale": spacing,
+        "rotate": _matrix_tuple(rotate),
+        "translate": tuple(float(v) for v in translate),
+        "world_from_patient": _matrix_tuple(frame),
+    }
+
+
+def _matrix_tuple(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) + 0.0 for v in row) for row in np.asarray(m, dtype=np.float64))
+
+
+def layer_geometry(source: Any, *, ndim: int | None = None, z_offset: int = 0) -> dict[str, Any]:
+    """The whole transform of a layer, as keyword arguments for a layer drawn in its pixel grid.
+
+    Every layer derived from a CT layer (denoised or low-dose images, difference maps, detection / proposal
+    / reference boxes and their score text, ROIs, the compare grid's outlines, placeholders) is created with
+    these, so its data -> world map equals the source's (same ``layer.affine`` and ``data_to_world``) under
+    any rotation or reflection.
+
+    Parameters
+    ----------
+    source : napari layer or mapping
+        The source layer, or its layer-data keyword arguments (``scale``, ``translate``, ``rotate``,
+        ``shear``, ``affine`` keys; e.g. :func:`image_layer_kwargs`).
+    ndim : int, optional
+        Number of axes of the new layer (default: the source's). Fewer axes keep the trailing ones (a
+        ``(y, x)`` layer over a ``(z, y, x)`` image: the in-plane part of the transform).
+    z_offset : int
+        The new layer starts at slice ``z_offset`` of the source (pixels along its axis -3): ``translate``
+        moves by that many slices along the slice axis, in world mm.
+
+    Returns
+    -------
+    dict
+        ``scale`` (mm per pixel), ``translate`` (mm), ``rotate`` (``(ndim, ndim)`` tuple of tuples), plus
+        ``shear`` (matrix) and ``affine`` (``(ndim + 1, ndim + 1)``) when the source has non-trivial ones.
+    """
+    get = source.get if isinstance(source, Mapping) else (lambda key: getattr(source, key, None))
+    scale, translate, rotate, shear = get("scale"), get("translate"), get("rotate"), get("shear")
+    affine = getattr(get("affine"), "affine_matrix", get("affine"))
+    n_src = int(get("ndim") or len(scale if scale is not None else translate if translate is not None else "zyx"))
+
+    def embed(values: Any, fill: float) -> np.ndarray:
+        out = np.full(n_src, fill)
+        if values is not None:
+            v = np.asarray(values, dtype=np.float64).ravel()[-n_src:]
+            out[n_src - len(v):] = v
+        return out
+
+    def embed2(m: Any, n: int) -> np.ndarray:
+        out = np.eye(n)
+        if m is not None and np.ndim(m) == 2:
+            k = min(n, np.shape(m)[0])
+            out[n - k:, n - k:] = np.asarray(m, dtype=np.float64)[-k:, -k:]
+        return out
+
+    sc, tr, rot = embed(scale, 1.0), embed(translate, 0.0), embed2(rotate, n_src)
+    if shear is not None and np.ndim(shear) == 1:  # napari's upper-triangular values
+        from napari.utils.transforms.transform_utils import shear_to_matrix
+
+        shear = shear_to_matrix(np.asarray(shear, dtype=np.float64), ndim=n_src)
+    sh = embed2(shear, n_src)
+    aff = embed2(affine, n_src + 1)  # (n_src + 1) square: linear block and translation column
+    if z_offset and n_src >= 3:
+        tr = tr + (rot @ sh @ np.diag(sc))[:, -3] * float(z_offset)
+    n = n_src if ndim is None else int(ndim)
+    k = min(n, n_src)
+
+    def cut(v: np.ndarray, fill: float) -> np.ndarray:  # the trailing axes kept, leading ones added
+        return np.concatenate([np.full(n - k, fill), v[n_src - k:]])
+
+    geometry: dict[str, Any] = {
+        "scale": tuple(float(v) for v in cut(sc, 1.0)),
+        "translate": tuple(float(v) for v in cut(tr, 0.0)),
+        "rotate": _matrix_tuple(embed2(rot, n)),
+    }
+    if not np.allclose(embed2(sh, n), np.eye(n)):
+        geometry["shear"] = embed2(sh, n)
+    aff_n = np.eye(n + 1)
+    aff_n[:-1, :-1] = embed2(aff[:-1, :-1], n)
+    aff_n[:-1, -1] = cut(aff[:-1, -1], 0.0)
+    if not np.allclose(aff_n, np.eye(n + 1)):
+        geometry["affine"] = aff_n
+    return geometry
+
+
+def patient_position(layer: Any, data_point: Any) -> np.ndarray:
+    """DICOM patient position (LPS mm, ``(z, y, x)`` order) of a point in an image layer's data coordinates.
+
+    ``layer.data_to_world`` seen back in patient axes (``F.T`` of :func:`display_frame`, the layer's
+    ``metadata["world_from_patient"]``; the identity for axial series and for layers without it).
+
+    Parameters
+    ----------
+    layer : napari layer
+    data_point : sequence of float
+        ``(k, i, j)`` (slice, row, column) pixels, as many values as the layer has axes.
+
+    Returns
+    -------
+    ndarray float64 (3,)
+    """
+    world = np.asarray(layer.data_to_world(np.asarray(data_point, dtype=np.float64)), dtype=np.float64)[-3:]
+    frame = (getattr(layer, "metadata", None) or {}).get("world_from_patient")
+    frame = np.eye(3) if frame is None else np.asarray(frame, dtype=np.float64)
+    return frame.T @ world
+
+
+# --------------------------------------------------------------------------------------------------
 # image layers
 # --------------------------------------------------------------------------------------------------
-def _translate_from_origin(origin_xyz: Any) -> tuple[float, float, float]:
-    """napari ``translate`` (z, y, x) mm of a volume whose first voxel centre is ``origin_xyz`` (x, y, z) mm.
-
-    Exact for the usual axis-aligned orientation (identity direction); for other orientations the layers of
-    one scan still line up with each other (they all use the same rule).
-    """
-    o = _triple(origin_xyz, 0.0)
-    return (o[2], o[1], o[0])
-
-
 def _shift_origin(origin_xyz: Any, direction: Any, dz: float, z_offset: int) -> tuple[float, float, float]:
     """Origin (x, y, z) mm of the sub-volume starting ``z_offset`` slices further along the slice axis."""
     o = np.asarray(_triple(origin_xyz, 0.0), dtype=np.float64)
@@ -168,13 +388,17 @@ def image_layer_kwargs(
     Returns
     -------
     dict
-        ``name``, ``scale`` = spacing (z, y, x) mm, ``translate`` (z, y, x) mm (the origin), ``contrast_limits``
+        ``name``, ``scale`` = spacing (z, y, x) mm, ``rotate`` (3x3, the direction cosines in (z, y, x)
+        order) and ``translate`` (z, y, x) mm (the origin) from :func:`layer_transform` (world = DICOM
+        patient position, LPS mm, for axial series; identity ``rotate`` for the usual axial orientation),
+        ``contrast_limits``
         (HU, from the window), ``colormap='gray'``, ``interpolation2d='nearest'`` and ``metadata`` with the
         keys ``spacing`` (z, y, x) mm, ``origin`` (x, y, z) mm, ``direction`` (9 floats), ``hu_range`` (HU),
-        ``window`` ((W, L) HU), ``window_name``, ``source`` (path) and ``dicom`` (the CT metadata: DICOM tags,
-        JSON-serialisable).
+        ``window`` ((W, L) HU), ``window_name``, ``source`` (path), ``world_from_patient`` (3x3, the display
+        frame of :func:`display_frame`) and ``dicom`` (the CT metadata: DICOM tags, JSON-serialisable).
     """
     dicom = dict(getattr(volume, "metadata", None) or {})
+    geometry = layer_transform(volume)
     spacing = _triple(getattr(volume, "spacing", None), 1.0)
     origin = _triple(getattr(volume, "origin", None), 0.0)
     direction = getattr(volume, "direction", None)
@@ -204,14 +428,16 @@ def image_layer_kwargs(
         "window": (w, l),
         "window_name": window_name,
         "source": str(source) if source else None,
+        "world_from_patient": geometry["world_from_patient"],
         "dicom": dicom,
     }
     if extra_metadata:
         metadata.update(dict(extra_metadata))
     return {
         "name": name,
-        "scale": spacing,
-        "translate": _translate_from_origin(origin),
+        "scale": geometry["scale"],
+        "rotate": geometry["rotate"],
+        "translate": geometry["translate"],
         "contrast_limits": (lo, hi),
         "colormap": "gray",
         "interpolation2d": "nearest",
@@ -229,8 +455,9 @@ def derived_image_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of ``viewer.add_image`` for a result computed from ``source_layer``.
 
-    The result keeps the source's scale, translate (shifted by ``z_offset`` slices when it covers only
-    part of the volume, e.g. one slice as a ``(1, y, x)`` array), contrast limits and metadata; the
+    The result keeps the source's whole transform (:func:`layer_geometry`: scale, rotate, translate shifted
+    by ``z_offset`` slices along the slice axis when it covers only part of the volume, e.g. one slice as a
+    ``(1, y, x)`` array), contrast limits and metadata; the
     CT metadata is copied, the origin moved to the first slice of the result, the keys of
     ``extra_metadata`` added and ``derived_from`` names the source layer.
 
@@ -247,10 +474,7 @@ def derived_image_kwargs(
     hu_range : (float, float), optional
         Replaces the source's ``hu_range`` in the metadata (e.g. the model's).
     """
-    scale = tuple(float(s) for s in source_layer.scale)
-    translate = [float(t) for t in source_layer.translate]
-    if z_offset and len(translate) >= 3:
-        translate[-3] += z_offset * scale[-3]
+    geometry = layer_geometry(source_layer, z_offset=int(z_offset))
     meta = dict(source_layer.metadata or {})
     meta["derived_from"] = source_layer.name
     meta["z_offset"] = int(z_offset) + int(meta.get("z_offset", 0) or 0)
@@ -263,8 +487,7 @@ def derived_image_kwargs(
         meta.update(dict(extra_metadata))
     return {
         "name": name,
-        "scale": scale,
-        "translate": tuple(translate),
+        **geometry,
         "contrast_limits": tuple(float(c) for c in source_layer.contrast_limits),
         "colormap": "gray",
         "interpolation2d": "nearest",
@@ -279,7 +502,7 @@ def volume_from_layer(layer: Any, data: Any = None) -> Any:
     ----------
     layer : napari.layers.Image or dict
         A layer made by this plugin (metadata keys of :func:`image_layer_kwargs`) or any image layer
-        (spacing then from ``scale``; origin from ``translate``).
+        (spacing then from ``scale``; origin from ``translate``, direction from ``rotate``).
     data : array, optional
         The voxels when ``layer`` is a meta dict (writers get ``(path, data, meta)``).
 
@@ -292,10 +515,12 @@ def volume_from_layer(layer: Any, data: Any = None) -> Any:
     if isinstance(layer, Mapping):
         md = dict(layer.get("metadata") or {})
         translate = layer.get("translate")
+        rotate = layer.get("rotate")
         arr = data
     else:
         md = dict(getattr(layer, "metadata", None) or {})
         translate = getattr(layer, "translate", None)
+        rotate = getattr(layer, "rotate", None)
         arr = layer.data if data is None else data
     hu = np.asarray(arr, dtype=np.float32)
     if hu.ndim == 2:
@@ -308,7 +533,10 @@ def volume_from_layer(layer: Any, data: Any = None) -> Any:
         origin = (t[2], t[1], t[0])
     else:
         origin = (0.0, 0.0, 0.0)
-    direction = md.get("direction") or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    direction = md.get("direction")
+    if direction is None:  # a layer of another plugin: its rotate (z, y, x) back to SimpleITK (x, y, z) order
+        r = np.asarray(rotate, dtype=np.float64) if rotate is not None else np.eye(3)
+        direction = r[-3:, -3:][::-1, ::-1].ravel() if r.ndim == 2 and r.shape[0] >= 3 else IDENTITY_DIRECTION
     return CTVolume(
         hu=hu,
         spacing=spacing,
@@ -348,23 +576,32 @@ def layer_hu_range(layer: Any) -> tuple[float, float]:
 def current_slice_index(viewer: Any, layer: Any) -> int:
     """Index (pixels, along the layer's z axis) of the slice the viewer shows for a 3D layer.
 
-    Converts the viewer's world position on the first displayed-out axis through the layer's
-    scale/translate; clipped to the layer's extent.
+    The viewer's world position on the axes out of the 2D view is mapped into the layer's data the way
+    napari picks the slice it draws: through the part of the world -> data transform on those axes only
+    (the whole transform for axis-aligned and in-plane rotated series; for a series tilted out of the axial
+    plane it is the slice napari draws, not the one under the centre of the view). Clipped to the layer's
+    extent.
     """
     data = layer.data
     nz = int(data.shape[-3]) if getattr(data, "ndim", 0) >= 3 else 1
     if nz <= 1:
         return 0
+    point = np.asarray(viewer.dims.point, dtype=np.float64)
     try:
-        point = viewer.dims.point
-        world_z = float(point[-3])
-        idx = layer.world_to_data(np.asarray(point))[-3]
-        idx = int(round(float(idx)))
-    except Exception:  # noqa: BLE001
+        n = int(layer.ndim)
+        w = point[-n:] if point.size >= n else np.concatenate([np.zeros(n - point.size), point])
+        axis = n - 3
+        origin = np.asarray(layer.world_to_data(np.zeros(n)), dtype=np.float64)
+        idx_f = float(origin[axis])
+        for b in range(n - 2):  # the axes a 2D view slices through
+            e = np.zeros(n)
+            e[b] = 1.0
+            idx_f += (float(np.asarray(layer.world_to_data(e), dtype=np.float64)[axis]) - origin[axis]) * float(w[b])
+        idx = int(round(idx_f))
+    except Exception:  # noqa: BLE001 - a layer without transforms: scale / translate only
         scale = float(layer.scale[-3]) or 1.0
-        idx = int(round((world_z - float(layer.translate[-3])) / scale))
+        idx = int(round((float(point[-3]) - float(layer.translate[-3])) / scale))
     return int(min(max(idx, 0), nz - 1))
-
 
 
 def slice_index(viewer: Any, layer: Any) -> int | None:
@@ -403,19 +640,25 @@ def layer_volume(data: Any, layer_name: str) -> np.ndarray:
 
 __all__ = [
     "CHEST_WORDS",
+    "IDENTITY_DIRECTION",
     "WINDOWS",
     "current_slice_index",
     "default_window_name",
     "derived_image_kwargs",
+    "direction_zyx",
+    "display_frame",
     "image_layer_kwargs",
     "is_chest_ct",
+    "layer_geometry",
     "layer_hu_range",
     "layer_slice",
     "layer_spacing",
     "layer_volume",
+    "layer_transform",
     "meta_get",
     "notify_error",
     "notify_info",
+    "patient_position",
     "series_name",
     "slice_index",
     "volume_from_layer",

@@ -119,6 +119,7 @@ def _placeholder(kwargs: dict[str, Any]) -> tuple:
         "name": f"{kwargs['name']} (simulating, see progress)",
         "ndim": 3,
         "scale": kwargs.get("scale"),
+        "rotate": kwargs.get("rotate"),
         "translate": kwargs.get("translate"),
         "metadata": {PENDING_KEY: PENDING_VALUE, "kind": "placeholder"},
     }

@@ -48,7 +48,7 @@ from src_training.shipped import shipped_models
 from src_training.windowing import DEFAULT_HU_RANGE
 
 from .._boxes import boxes_on_slice
-from .._layers import derived_image_kwargs, layer_volume, slice_index
+from .._layers import derived_image_kwargs, layer_geometry, layer_volume, slice_index
 from .._messages import notify_error
 from ._checkpoints import CheckpointChooser
 from ._layer_choice import (
@@ -419,8 +419,9 @@ class CompareWidget(QWidget):
         """Create (or update) one difference layer ``<name> − NDCT`` (HU) per compared non-NDCT layer.
 
         Layers use a diverging colormap (coolwarm) with contrast limits ``±range`` HU, the source layer's
-        scale and translate, and ``metadata["lidnet_role"] = "lidnet_difference"``. A layer that does not
-        cover the NDCT's pixels gets no map (a notification says why).
+        transform (scale, rotate, translate: :func:`~napari_lidnet._layers.layer_geometry`), and
+        ``metadata["lidnet_role"] = "lidnet_difference"``. A layer that does not cover the NDCT's pixels gets
+        no map (a notification says why).
 
         Returns
         -------
@@ -453,8 +454,7 @@ class CompareWidget(QWidget):
                     name=name,
                     colormap="coolwarm",
                     contrast_limits=(-rng, rng),
-                    scale=ly.scale,
-                    translate=ly.translate,
+                    **layer_geometry(ly),
                     metadata={"lidnet_role": DIFFERENCE_ROLE, "source_layer": ly.name, "reference": ref.name},
                 )
             out.append(dl)

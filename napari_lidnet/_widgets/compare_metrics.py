@@ -23,7 +23,7 @@ from src_training.shipped import shipped_models
 from src_training.windowing import DEFAULT_HU_RANGE, hu_to_unit
 
 from .._boxes import REFERENCE_BOX_COLOR, boxes_from_shapes_data, vertices_in_image
-from .._layers import layer_slice
+from .._layers import layer_geometry, layer_slice
 from .._naming import denoiser_display_name
 from ._layer_choice import DIFFERENCE_ROLE, RADIOMICS_ROI_NAME, layer_by_name
 
@@ -482,8 +482,7 @@ class SideBySide:
             np.zeros((0, 2, nd), np.float32),
             ndim=nd,
             name=f"{image.name} · outlines",
-            scale=tuple(image.scale),
-            translate=tuple(image.translate),
+            **layer_geometry(image),
             edge_width=max(1.0, _shape(image)[-1] / 256.0),
             vector_style="line",
             opacity=1.0,
@@ -517,7 +516,7 @@ class SideBySide:
         out = {}
         nz = n_slices(image)
         memo = {} if memo is None else memo
-        grid_key = (tuple(image.scale), tuple(image.translate), _shape(image))
+        grid_key = (tuple(image.scale), tuple(image.translate), tuple(np.ravel(image.rotate)), _shape(image))
         for layer, key in self._sources(image):
             if not len(layer.data):
                 continue

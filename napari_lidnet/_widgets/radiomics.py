@@ -53,7 +53,7 @@ from src_training.checkpoint import atomic_write_text
 from src_training.errors import LidnetError
 
 from .._boxes import boxes_on_slice
-from .._layers import layer_slice, slice_index
+from .._layers import layer_geometry, layer_slice, slice_index
 from .._messages import notify_error
 from ._layer_choice import (
     NONE,
@@ -411,8 +411,7 @@ class RadiomicsWidget(QWidget):
                 edge_color="yellow",
                 face_color="transparent",
                 edge_width=1.5,
-                scale=grid_layer.scale[-rect.shape[1]:],
-                translate=grid_layer.translate[-rect.shape[1]:],
+                **layer_geometry(grid_layer, ndim=rect.shape[1]),
                 visible=not in_grid,  # in grid mode it would take a cell of its own
             )
             if active is not None:  # keep the user's selection (adding a layer selects it)
