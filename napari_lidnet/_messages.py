@@ -11,12 +11,19 @@ the user clicks its chevron or double-clicks it, which expands it to the whole, 
 :func:`toast_text` puts the first sentence alone on the first line (what is wrong, in short) and the rest
 (file names, what to do) below it. Error notifications are plain ``Notification`` objects (not napari's
 ``ErrorNotification``), so the toast has no "View Traceback" button.
+
+The napari reader's own texts (what an opened folder or file holds, the series it skipped or could not
+open) are built here too, beside the functions that show them (:func:`not_dicom_message`,
+:func:`subfolder_hint`, :func:`series_text`, :func:`only_scouts_message`, :func:`failures_message`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from src_training.errors import LidnetError
 
@@ -155,4 +162,78 @@ def notify_warning(message: str) -> None:
         pass
 
 
-__all__ = ["LIBRARY_HINTS", "notify_error", "notify_info", "notify_warning", "plain_words", "toast_text"]
+# --------------------------------------------------------------------------------------------------
+# the napari reader's messages (napari_lidnet._reader): what an opened path holds, in a radiologist's words
+# --------------------------------------------------------------------------------------------------
+def listing(names: Sequence[str], n: int = 5) -> str:
+    """``"a, b, c and 4 more"``: the first ``n`` of ``names`` (sorted) and how many others."""
+    names = sorted(names)
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def not_dicom_message(path: Path, kind: str) -> str:
+    """A file with a DICOM name (``.dcm``...) that is not DICOM; ``kind`` says what it seems to be
+    (``"a PNG picture"``, ``""`` when unknown)."""
+    what = f"it seems to be {kind}" if kind else "it holds another kind of data, or is damaged"
+    return (
+        f"{path.name} is not a DICOM image: the file has a DICOM name ({path.suffix}) but {what}. "
+        f"Open the DICOM files exported by the scanner or PACS (file: {path})."
+    )
+
+
+def subfolder_hint(found: Sequence[str]) -> str:
+    """The core's words for a folder whose images are in sub-folders, ``"It has sub-folders (...); choose the
+    one with the images."``, with the deeper folders holding them; ``found``: relative POSIX paths."""
+    top = sorted({f.split("/", 1)[0] for f in found})
+    deeper = [f for f in found if "/" in f]
+    where = f" (the DICOM images are in {listing(deeper, 3)})" if deeper else ""
+    return f"It has sub-folders ({listing(top)}); choose the one with the images{where}."
+
+
+def series_text(info: Any) -> str:
+    """A series (:class:`~src_training.io.SeriesInfo`) in a message: ``'<description>' (<n> images)``, or its
+    SeriesInstanceUID when it has no description."""
+    desc = (info.description or "").strip()
+    return f"'{desc}' ({info.n_files} images)" if desc else f"{info.series_uid} ({info.n_files} images)"
+
+
+def only_scouts_message(where: str, scouts: Sequence[Any], others: Sequence[Any]) -> str:
+    """``where`` (a folder, or "The 5 selected DICOM files") holds nothing but localizer (scout) series
+    (ImageType LOCALIZER) and maybe series that are not CT images (``others``)."""
+    also = (" It also holds series that are not CT images: "
+            + "; ".join(f"{s.modality or '?'} {series_text(s)}" for s in others) + ".") if others else ""
+    return (f"{where} holds only localizer (scout) images: series " + "; ".join(series_text(s) for s in scouts)
+            + ". A localizer is the flat planning view taken before the scan, not a CT volume; open the folder "
+            f"or the files of the CT series itself.{also}")
+
+
+def failures_message(failures: Sequence[tuple[str, str]], n_opened: int) -> str:
+    """One message for everything one open could not read.
+
+    Parameters
+    ----------
+    failures : sequence of (label, reason)
+        ``label`` names what failed when the reason does not (``"the series 'x' (5 images) of the folder
+        'f'"``), else ``""``; ``reason`` is the error's text (it names the file).
+    n_opened : int
+        How many volumes of the same open were read.
+
+    Returns
+    -------
+    str
+        One failure: ``"<Label> was not opened:\\n<reason>"`` (the toast's first line names the series; the
+        reason alone without a label); several: a first line saying how many, then one line
+        ``"- <label>: <reason>"`` each.
+    """
+    if len(failures) == 1:
+        label, reason = failures[0]
+        return f"{label[:1].upper()}{label[1:]} was not opened:\n{reason}" if label else reason
+    opened = f"; {n_opened} volume(s) were opened" if n_opened else ""
+    lines = [f"- {label}: {reason}" if label else f"- {reason}" for label, reason in failures]
+    return f"{len(failures)} series or files could not be opened{opened}.\n" + "\n".join(lines)
+
+
+__all__ = [
+    "LIBRARY_HINTS", "failures_message", "listing", "not_dicom_message", "notify_error", "notify_info",
+    "notify_warning", "only_scouts_message", "plain_words", "series_text", "subfolder_hint", "toast_text",
+]
